@@ -1,10 +1,18 @@
-// Package proxy is deployer's HTTP reverse proxy.
 package proxy
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,51 +22,347 @@ const (
 	DefaultMaxQueued    = 10000
 )
 
+// Options configure a Proxy. The zero value works.
 type Options struct {
 	Logger *slog.Logger // nil: slog.Default()
 }
 
-type Proxy struct{}
+// Proxy is deployer's HTTP reverse proxy: an http.Handler that routes each
+// request to an app, holds it while the app has nothing ready, and forwards
+// it to an instance of the app's serving version. It knows requests, not
+// processes: the supervisor tells it which versions and instances exist.
+//
+// All methods are safe for concurrent use. The zero Proxy is not usable:
+// call New.
+type Proxy struct {
+	log    *slog.Logger
+	rp     *httputil.ReverseProxy
+	routes atomic.Pointer[routeTable]
+	seq    atomic.Uint64 // arrival order of requests
 
-func New(opts Options) *Proxy { panic("todo") }
-
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { panic("todo") }
-
-// Route sends requests whose Host matches Host and whose path has the prefix
-// Path to App.
-type Route struct {
-	Host      string // exact, "*.example.com", or "*"
-	Path      string // prefix on a segment boundary; "" or "/" = everything
-	App       string
-	StripPath bool
+	mu   sync.Mutex                          // serializes writers of apps
+	apps atomic.Pointer[map[string]*backend] // copy on write; read without locks
 }
 
-func (p *Proxy) SetRoutes(routes []Route) error { panic("todo") }
-
-type AppOptions struct {
-	QueueTimeout time.Duration
-	MaxQueued    int
+// New returns a Proxy with no routes and no apps: every request gets 404
+// until SetRoutes.
+func New(opts Options) *Proxy {
+	p := &Proxy{log: logger(opts.Logger)}
+	p.routes.Store(&routeTable{})
+	p.apps.Store(&map[string]*backend{})
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:      p.rewrite,
+		Transport:    forwarder{},
+		BufferPool:   &bufferPool,
+		ErrorHandler: p.writeError,
+		// Flush after every write. ReverseProxy flushes SSE
+		// (text/event-stream) and responses of unknown length at once
+		// anyway; -1 extends that to streams with a Content-Length (a
+		// long poll, a progress feed), so the proxy never holds back
+		// bytes the app already sent. A response copied in 32 KiB reads
+		// costs at most one more write per read.
+		FlushInterval: -1,
+		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+	}
+	return p
 }
 
-func (p *Proxy) SetApp(app string, o AppOptions) { panic("todo") }
-func (p *Proxy) RemoveApp(app string)             { panic("todo") }
+// ServeHTTP routes r, then forwards it to the app's serving version, holding
+// it first if needed (see Hold). No route: 404. An app the proxy does not
+// know or that was removed: 503. Held too long or too many held: 503 with
+// Retry-After. The app failed before answering a request that cannot be
+// replayed: 502.
+//
+// Like httputil.ReverseProxy, ServeHTTP panics with http.ErrAbortHandler
+// when copying a response fails midway; http.Server recovers it, and
+// middleware that recovers panics must re-panic that value.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host := normalizeHost(r.Host)
+	rt := p.routes.Load().lookup(host, r.URL.Path)
+	if rt == nil {
+		p.writeError(w, r, &routeError{host: host})
+		return
+	}
+	b := (*p.apps.Load())[rt.app]
+	if b == nil {
+		p.writeError(w, r, &appError{err: ErrUnknownApp, app: rt.app})
+		return
+	}
 
-// Target is where one instance listens.
-type Target struct {
-	Network string // "unix" or "tcp"
-	Addr    string
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	c := &call{
+		b:       b,
+		route:   rt,
+		ctx:     ctx,
+		cancel:  cancel,
+		client:  r.Context(),
+		arrival: time.Now(),
+		seq:     p.seq.Add(1),
+	}
+	// A safety net: ReverseProxy does not close a 101 response's body on
+	// some error paths. Normally the body wrapper has unregistered c already.
+	defer c.end()
+
+	if _, ok := r.Header["Upgrade"]; ok {
+		w = upgradeWriter{w}
+	}
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, callKey{}, c)))
 }
 
-func (p *Proxy) Serve(app, version string, targets []Target)                  { panic("todo") }
-func (p *Proxy) SetInstance(app, version string, i int, t Target, ready bool) { panic("todo") }
-func (p *Proxy) Retire(ctx context.Context, app, version string) (cut int)     { panic("todo") }
-func (p *Proxy) Hold(app string)                                              { panic("todo") }
-func (p *Proxy) Release(app string)                                           { panic("todo") }
-
-type AppStats struct {
-	InFlight map[string]int
-	Held     int
-	Paused   bool
+// end closes c's response body if ReverseProxy did not, and takes c out of
+// its registry.
+func (c *call) end() {
+	if c.resBody != nil {
+		c.resBody.closeIfOpen()
+	}
+	c.b.finish(c)
 }
 
-func (p *Proxy) Stats(app string) AppStats { panic("todo") }
+// pendingURL is what Rewrite aims a request at; the forwarder replaces the
+// host with the chosen instance's for each attempt.
+var pendingURL = &url.URL{Scheme: "http", Host: "pending.deployer.invalid"}
+
+// rewrite is ReverseProxy's Rewrite (Director is deprecated). ReverseProxy
+// has already removed hop-by-hop headers and the client's Forwarded and
+// X-Forwarded-* headers, so a client cannot forge them.
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	c := callFrom(pr.In.Context())
+	pr.SetURL(pendingURL)
+	// SetURL sets Host to the target's (PITFALLS): apps route on the
+	// client's Host.
+	pr.Out.Host = pr.In.Host
+	if c.route.strip {
+		stripURLPath(pr.Out.URL, c.route.prefix)
+	}
+	pr.SetXForwarded()
+	id := pr.Out.Header.Get("X-Request-Id")
+	if id == "" {
+		id = newRequestID()
+		pr.Out.Header.Set("X-Request-Id", id)
+	}
+	c.requestID = id
+}
+
+// stripURLPath removes prefix from u's path, keeping a leading "/". The
+// escaped form is stripped the same way when it starts with the prefix, and
+// dropped (so it is rebuilt from the path) when it does not.
+func stripURLPath(u *url.URL, prefix string) {
+	u.Path = stripPrefix(u.Path, prefix)
+	if u.RawPath != "" {
+		if hasPathPrefix(u.RawPath, prefix) {
+			u.RawPath = stripPrefix(u.RawPath, prefix)
+		} else {
+			u.RawPath = ""
+		}
+	}
+}
+
+// newRequestID returns 16 random hex digits.
+func newRequestID() string {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
+	return hex.EncodeToString(b[:])
+}
+
+// bufferPool recycles ReverseProxy's 32 KiB copy buffers (PITFALLS: one per
+// request otherwise).
+var bufferPool = syncBufferPool{pool: sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}}
+
+type syncBufferPool struct{ pool sync.Pool }
+
+func (bp *syncBufferPool) Get() []byte { return *bp.pool.Get().(*[]byte) }
+
+// Put stores a pointer to the slice: sync.Pool holds interfaces, and a bare
+// slice would be copied to the heap on every Put.
+func (bp *syncBufferPool) Put(b []byte) {
+	b = b[:cap(b)]
+	bp.pool.Put(&b)
+}
+
+// routeError is ErrNoRoute with the host that had none.
+type routeError struct{ host string }
+
+func (e *routeError) Error() string { return ErrNoRoute.Error() + " for host " + quoteHost(e.host) }
+func (e *routeError) Unwrap() error { return ErrNoRoute }
+
+// appError is err about an app.
+type appError struct {
+	err error
+	app string
+}
+
+func (e *appError) Error() string { return e.err.Error() + " " + e.app }
+func (e *appError) Unwrap() error { return e.err }
+
+// quoteHost quotes a client-supplied host for a message.
+func quoteHost(h string) string {
+	if h == "" {
+		return `""`
+	}
+	return strings.ToValidUTF8(`"`+h+`"`, "?")
+}
+
+// app returns the backend of app, removed or not, or nil.
+func (p *Proxy) app(app string) *backend {
+	return (*p.apps.Load())[app]
+}
+
+// ensureApp returns the backend of app, creating it with o when missing.
+func (p *Proxy) ensureApp(app string, o AppOptions) *backend {
+	if b := p.app(app); b != nil {
+		return b
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.apps.Load()
+	if b := old[app]; b != nil {
+		return b
+	}
+	b := newBackend(app, o)
+	apps := make(map[string]*backend, len(old)+1)
+	for k, v := range old {
+		apps[k] = v
+	}
+	apps[app] = b
+	p.apps.Store(&apps)
+	return b
+}
+
+// dropApp deletes b from the apps if it is still there, removed, with no
+// version left.
+func (p *Proxy) dropApp(b *backend) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.apps.Load()
+	if old[b.name] != b || !b.gone() {
+		return
+	}
+	apps := make(map[string]*backend, len(old))
+	for k, v := range old {
+		if k != b.name {
+			apps[k] = v
+		}
+	}
+	p.apps.Store(&apps)
+}
+
+// SetApp configures app (zero fields: the defaults), creating it if needed;
+// calling it again updates the options for requests arriving from then on.
+// It also undoes RemoveApp.
+func (p *Proxy) SetApp(app string, o AppOptions) {
+	p.ensureApp(app, o).setOptions(o)
+}
+
+// RemoveApp forgets app: new requests and held ones get 503; requests in
+// flight go on. Its versions stay known until retired, so Retire them (before
+// or after) to drain them and close their connections; once none is left the
+// app is gone. SetApp or Serve bring it back.
+func (p *Proxy) RemoveApp(app string) {
+	b := p.app(app)
+	if b == nil {
+		return
+	}
+	b.remove()
+	p.dropApp(b)
+}
+
+// Serve makes version, listening on targets (one per instance, all ready),
+// the one app's new requests go to, round robin over the targets; held
+// requests are released at once, in arrival order (unless the app is
+// paused). Requests already assigned to another version stay there.
+//
+// Versions are named by the caller. Serving a name again with the same
+// targets reuses that version (swapping back to one still draining);
+// serving it with other targets (a restart of the same version on new
+// sockets) makes a new one, and the earlier one is left for Retire: Retire
+// takes the versions of one name in the order they were served. An app
+// unknown so far is created with default options.
+func (p *Proxy) Serve(app, version string, targets []Target) {
+	p.ensureApp(app, AppOptions{}).serve(version, targets)
+}
+
+// SetInstance updates instance i of version: ready=false takes it out of
+// rotation (when no instance is ready, requests are held); ready=true with a
+// target puts it (back) in, releasing held requests. A new target (the
+// instance restarted on a new socket) gets fresh connections. Unknown apps
+// and versions, retiring versions and i < 0 are ignored.
+func (p *Proxy) SetInstance(app, version string, i int, t Target, ready bool) {
+	if b := p.app(app); b != nil {
+		b.setInstance(version, i, t, ready)
+	}
+}
+
+// Retire stops sending new requests to version (if it was serving, app has
+// nothing to serve and new requests are held until a later Serve), closes its
+// idle connections at once (PITFALLS: a keep-alive pool must not keep
+// feeding an old version), and waits until its requests in flight, streaming
+// responses and upgraded connections are over. When ctx is done first it
+// cancels every one left (an upgraded connection is then closed) and returns
+// how many it cut. When Retire returns, the version is forgotten and every
+// connection to it closed.
+//
+// With several versions of the same name (see Serve), Retire takes the
+// oldest not yet retiring. Nothing to retire: 0 at once.
+func (p *Proxy) Retire(ctx context.Context, app, version string) (cut int) {
+	b := p.app(app)
+	if b == nil {
+		return 0
+	}
+	v, drained := b.beginRetire(version)
+	if v == nil {
+		return 0
+	}
+	v.transport.CloseIdleConnections()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		if cut = b.cut(v); cut > 0 {
+			p.log.Warn("drain deadline: requests cut", "app", app, "version", version, "cut", cut, "error", context.Cause(ctx))
+		}
+	}
+	b.forget(v)
+	v.close()
+	p.dropApp(b)
+	return cut
+}
+
+// Hold pauses app: new requests wait in its queue even while instances are
+// ready, until Release (or their queue_timeout). An app unknown so far is
+// created with default options, so a pause can be set before the app
+// serves.
+func (p *Proxy) Hold(app string) {
+	p.ensureApp(app, AppOptions{}).hold()
+}
+
+// Release resumes app: held requests go on, in arrival order, as soon as an
+// instance is ready.
+func (p *Proxy) Release(app string) {
+	if b := p.app(app); b != nil {
+		b.release()
+	}
+}
+
+// Stats returns a snapshot of app; the zero AppStats (with empty maps) for
+// an app the proxy does not know.
+func (p *Proxy) Stats(app string) AppStats {
+	if b := p.app(app); b != nil {
+		return b.stats()
+	}
+	return AppStats{InFlight: map[string]int{}, Upgraded: map[string]int{}}
+}
+
+// Apps returns the names of the apps the proxy knows (not removed), sorted.
+func (p *Proxy) Apps() []string {
+	var names []string
+	for name, b := range *p.apps.Load() {
+		if !b.isRemoved() {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}

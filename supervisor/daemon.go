@@ -2,8 +2,18 @@ package supervisor
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/deployer/deployer/proxy"
+	"github.com/deployer/deployer/sockets"
 )
 
 // DaemonOptions configure a Daemon. The zero value works: plain net.Listen,
@@ -13,17 +23,229 @@ type DaemonOptions struct {
 	// Listen creates every listener the daemon opens (public and control);
 	// cmd/deployer passes the tableflip-backed sockets.Upgrader's Listen.
 	Listen func(network, addr string) (net.Listener, error)
-	// Ready is called once the daemon serves (tableflip's Ready).
+	// Ready is called once the daemon's listeners are open (tableflip's Ready).
 	Ready func() error
 	// OnlyApp, if set, starts only that app; the others stay stopped.
 	OnlyApp string
 }
 
 // Daemon is the running deployer: supervisor, control API and proxy.
-type Daemon struct{}
+type Daemon struct {
+	cfg    *Config
+	opts   DaemonOptions
+	log    *slog.Logger
+	layout sockets.Layout
+	proxy  *proxy.Proxy
+	apps   map[string]*App
+	names  []string
 
-func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) { panic("todo") }
+	// ctx ends when the daemon begins to shut down: no more boots or crash
+	// restarts. Drains use their own deadlines.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	shutdown chan struct{}
+	stopOnce sync.Once
+
+	stateMu sync.Mutex
+	procs   *procSampler
+}
+
+// NewDaemon prepares a daemon for cfg; Run starts it.
+func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Listen == nil {
+		opts.Listen = net.Listen
+	}
+	if opts.OnlyApp != "" && cfg.Apps[opts.OnlyApp] == nil {
+		return nil, fmt.Errorf("%w: no app %q in %s", ErrUnknownApp, opts.OnlyApp, cfg.Path)
+	}
+	d := &Daemon{
+		cfg:      cfg,
+		opts:     opts,
+		log:      opts.Logger,
+		layout:   sockets.Layout{StateDir: cfg.Deployer.StateDir},
+		proxy:    proxy.New(proxy.Options{Logger: opts.Logger}),
+		apps:     make(map[string]*App),
+		names:    cfg.AppNames(),
+		shutdown: make(chan struct{}),
+		procs:    newProcSampler(),
+	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	var routes []proxy.Route
+	for _, name := range d.names {
+		ac := cfg.Apps[name]
+		d.apps[name] = newApp(d, ac)
+		d.proxy.SetApp(name, proxy.AppOptions{QueueTimeout: cfg.Deployer.QueueTimeout, MaxQueued: cfg.Deployer.MaxQueued})
+		for _, h := range ac.Hosts {
+			routes = append(routes, proxy.Route{Host: h, Path: ac.Path, App: name, StripPath: ac.StripPath})
+		}
+	}
+	if err := d.proxy.SetRoutes(routes); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	return d, nil
+}
+
+// ErrUnknownApp is returned for an app name deploy.toml does not define.
+var ErrUnknownApp = errors.New("supervisor: unknown app")
+
+func (d *Daemon) cfgDir() string { return d.cfg.Dir }
+
+func (d *Daemon) settle(cfg *AppConfig) time.Duration { return cfg.Settle }
 
 // Run serves until ctx is done or a shutdown is requested, then drains,
 // stops the apps and returns.
-func (d *Daemon) Run(ctx context.Context) error { panic("todo") }
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.cancel()
+	if err := os.MkdirAll(d.cfg.Deployer.StateDir, 0o755); err != nil {
+		return fmt.Errorf("supervisor: state dir: %w", err)
+	}
+	ctrlL, err := d.listenControl()
+	if err != nil {
+		return err
+	}
+	ctrl := &http.Server{Handler: d.controlHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go ctrl.Serve(ctrlL)
+	defer ctrl.Close()
+
+	var pub *http.Server
+	if addr := d.cfg.Deployer.Listen; addr != "" {
+		l, err := d.opts.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("supervisor: listen %s: %w", addr, err)
+		}
+		pub = &http.Server{
+			Handler:           d.proxy,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
+		}
+		go pub.Serve(l)
+		d.log.Info("proxy listening", "addr", l.Addr().String())
+	}
+
+	holds, err := sockets.NewHoldWatcher(d.layout, func(app string, held bool) {
+		if a := d.apps[app]; a != nil {
+			a.setPaused(held)
+		}
+	}, d.log)
+	if err != nil {
+		return fmt.Errorf("supervisor: watching hold files: %w", err)
+	}
+	defer holds.Close()
+	for _, name := range d.names {
+		if err := holds.Add(name); err != nil {
+			return fmt.Errorf("supervisor: app dir of %s: %w", name, err)
+		}
+	}
+	if d.opts.Ready != nil {
+		if err := d.opts.Ready(); err != nil {
+			return fmt.Errorf("supervisor: ready: %w", err)
+		}
+	}
+	d.log.Info("deployer started", "config", d.cfg.Path, "control", d.layout.ControlSocket(), "pid", os.Getpid())
+
+	for _, name := range d.names {
+		if d.opts.OnlyApp == "" || d.opts.OnlyApp == name {
+			go d.boot(d.apps[name])
+		}
+	}
+
+	select {
+	case <-ctx.Done():
+	case <-d.shutdown:
+	}
+	d.log.Info("shutting down: draining")
+	d.cancel()
+	var wg sync.WaitGroup
+	if pub != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Bounded by the longest drain: in-flight requests finish (or are
+			// cut by the apps' drains below); hijacked connections are tracked
+			// by the proxy, not by Shutdown (PITFALLS).
+			sctx, cancel := context.WithTimeout(context.Background(), d.maxDrain()+5*time.Second)
+			defer cancel()
+			pub.Shutdown(sctx)
+		}()
+	}
+	for _, a := range d.apps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.shutdown()
+		}()
+	}
+	wg.Wait()
+	d.saveState()
+	d.log.Info("deployer stopped")
+	return nil
+}
+
+// listenControl opens <state_dir>/deployer.sock with mode 0600: created under
+// a tight umask so it is never reachable by others, not even for a moment.
+func (d *Daemon) listenControl() (net.Listener, error) {
+	path := d.layout.ControlSocket()
+	old := syscall.Umask(0o177)
+	l, err := d.opts.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("supervisor: control socket: %w", err)
+	}
+	return l, nil
+}
+
+// boot starts an app at daemon start, retrying with backoff while its
+// version fails: a database that is not up yet should not need an operator.
+func (d *Daemon) boot(a *App) {
+	backoff := time.Second
+	for {
+		res, err := a.Start(d.ctx, "", func(format string, args ...any) {
+			d.log.Info(fmt.Sprintf(format, args...), "app", a.name)
+		})
+		if err != nil || res.OK || d.ctx.Err() != nil {
+			return // started, or someone else is operating on it
+		}
+		d.log.Error("start failed", "app", a.name, "version", res.NewVersion, "error", res.Error, "retry_in", backoff)
+		for _, l := range res.Output {
+			d.log.Error("  output: "+l, "app", a.name)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-d.ctx.Done():
+			return
+		}
+		if a.stoppedByUser() {
+			return
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+func (d *Daemon) maxDrain() time.Duration {
+	m := d.cfg.Deployer.DrainTimeout
+	for _, a := range d.cfg.Apps {
+		m = max(m, a.DrainTimeout+a.StopTimeout)
+	}
+	return m
+}
+
+// requestShutdown makes Run return after a graceful stop.
+func (d *Daemon) requestShutdown() {
+	d.stopOnce.Do(func() { close(d.shutdown) })
+}
+
+func (d *Daemon) app(name string) (*App, error) {
+	a := d.apps[name]
+	if a == nil {
+		return nil, fmt.Errorf("%w %q (apps: %v)", ErrUnknownApp, name, d.names)
+	}
+	return a, nil
+}

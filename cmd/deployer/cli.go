@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/deployer/deployer/sockets"
+	"github.com/deployer/deployer/supervisor"
+)
+
+// Exit statuses, the same for every command (CONTRACT.md).
+const (
+	exitOK     = 0 // done
+	exitFailed = 1 // the operation failed, or no daemon answered
+	exitUsage  = 2 // bad arguments or an invalid deploy.toml
+)
+
+// defaultConfigPath is read when neither -c nor $DEPLOYER_CONFIG names a file.
+const defaultConfigPath = "deploy.toml"
+
+// configEnv names the environment variable that replaces defaultConfigPath.
+const configEnv = "DEPLOYER_CONFIG"
+
+// CLI is the deployer command line. Its zero value works: it writes to
+// os.Stdout and os.Stderr and reads the environment with os.Getenv. Tests set
+// the fields to capture the output and fake the environment.
+type CLI struct {
+	Stdout io.Writer
+	Stderr io.Writer
+	Getenv func(key string) string
+}
+
+// Run runs the command line args (without the program name) and returns the
+// exit status. Everything the user should see has been written when it
+// returns.
+func (c *CLI) Run(ctx context.Context, args []string) int {
+	inv := &invocation{stdout: c.Stdout, stderr: c.Stderr, getenv: c.Getenv}
+	if inv.stdout == nil {
+		inv.stdout = os.Stdout
+	}
+	if inv.stderr == nil {
+		inv.stderr = os.Stderr
+	}
+	if inv.getenv == nil {
+		inv.getenv = os.Getenv
+	}
+	return inv.exit(inv.run(ctx, args))
+}
+
+// invocation is one run of the command line: what was parsed, and where the
+// output goes.
+type invocation struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+
+	cmd        *command // nil until the command name is known
+	args       []string // positional arguments after flags are taken out
+	configPath string   // -c, else $DEPLOYER_CONFIG, else defaultConfigPath
+	asJSON     bool     // --json
+}
+
+func (inv *invocation) run(ctx context.Context, args []string) error {
+	global := flag.NewFlagSet("deployer", flag.ContinueOnError)
+	global.SetOutput(io.Discard) // parse errors are reported by exit, in one format
+	configFlags(global, &inv.configPath)
+	if err := global.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			writeMainHelp(inv.stdout)
+			return nil
+		}
+		return usageErrorf("%v", err)
+	}
+	if global.NArg() == 0 {
+		return usageErrorf("no command given")
+	}
+	cmd := lookupCommand(global.Arg(0))
+	if cmd == nil {
+		return usageErrorf("unknown command %q", global.Arg(0))
+	}
+	inv.cmd = cmd
+
+	fs, run := cmd.flagSet(&inv.configPath, &inv.asJSON)
+	if err := fs.Parse(permute(fs, global.Args()[1:])); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			writeCommandHelp(inv.stdout, cmd)
+			return nil
+		}
+		return usageErrorf("%v", err)
+	}
+	inv.args = fs.Args()
+	if err := cmd.checkArgs(inv.args); err != nil {
+		return err
+	}
+	if inv.configPath == "" {
+		inv.configPath = inv.getenv(configEnv)
+	}
+	if inv.configPath == "" {
+		inv.configPath = defaultConfigPath
+	}
+	return run(ctx, inv)
+}
+
+// configFlags defines -c and --config on fs, both setting *path. They are
+// accepted before the command and again among its flags, so that
+// `deployer swap web v2 -c prod.toml` works as well as `deployer -c prod.toml swap web v2`.
+func configFlags(fs *flag.FlagSet, path *string) {
+	const usage = "read deploy.toml from `PATH` (default $" + configEnv + ", else ./" + defaultConfigPath + ")"
+	fs.StringVar(path, "config", *path, usage)
+	fs.StringVar(path, "c", *path, usage)
+}
+
+// permute moves the flags in args ahead of the positional arguments and
+// separates them with "--", so that `swap web v2 --json` parses like
+// `swap --json web v2`: flag.FlagSet.Parse stops at the first non-flag.
+// A flag that takes a value keeps the argument after it. Everything after a
+// "--" of the user's stays positional; a lone "-" is positional too.
+func permute(fs *flag.FlagSet, args []string) []string {
+	var flags, positional []string
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" {
+			positional = append(positional, args[i+1:]...)
+			break
+		}
+		if len(arg) < 2 || arg[0] != '-' {
+			positional = append(positional, arg)
+			continue
+		}
+		flags = append(flags, arg)
+		name := strings.TrimLeft(arg, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		// An unknown flag takes no value here: Parse reports it as unknown
+		// before it would matter.
+		if f := fs.Lookup(name); f != nil && !isBoolFlag(f) {
+			if i+1 == len(args) {
+				// The value is missing: end with the flag, so that Parse
+				// says so instead of taking "--" for its value.
+				return flags
+			}
+			i++
+			flags = append(flags, args[i])
+		}
+	}
+	return append(append(flags, "--"), positional...)
+}
+
+// isBoolFlag reports whether f is set by its mere presence (-json), the way
+// the flag package itself decides it.
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// loadConfig reads the deploy.toml this invocation names.
+func (inv *invocation) loadConfig() (*supervisor.Config, error) {
+	cfg, err := supervisor.LoadConfig(inv.configPath)
+	if err == nil {
+		return cfg, nil
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		// Only say the file is missing when it is: a validation error could
+		// wrap ErrNotExist for some other path.
+		if _, statErr := os.Stat(inv.configPath); errors.Is(statErr, os.ErrNotExist) {
+			return nil, &configError{missing: inv.configPath}
+		}
+	}
+	if errors.Is(err, supervisor.ErrConfig) {
+		return nil, &configError{err: err}
+	}
+	return nil, err
+}
+
+// resolveApp returns the APP argument, filled in when deploy.toml defines
+// exactly one app and it was left out, and the arguments after it. The
+// command's argument count has been checked already.
+func (inv *invocation) resolveApp(cfg *supervisor.Config) (app string, rest []string, err error) {
+	names := cfg.AppNames()
+	if len(inv.args) > inv.cmd.requiredArgs() {
+		app = inv.args[0]
+		if _, ok := cfg.Apps[app]; !ok {
+			return "", nil, usageErrorf("unknown app %q: %s defines %s", app, inv.configPath, appList(names))
+		}
+		return app, inv.args[1:], nil
+	}
+	switch len(names) {
+	case 0:
+		return "", nil, usageErrorf("%s defines no app", inv.configPath)
+	case 1:
+		return names[0], inv.args, nil
+	}
+	return "", nil, usageErrorf("APP is required: %s defines several apps: %s", inv.configPath, strings.Join(names, ", "))
+}
+
+// appList names the apps for an error message.
+func appList(names []string) string {
+	switch len(names) {
+	case 0:
+		return "no app"
+	case 1:
+		return "only " + names[0]
+	}
+	return strings.Join(names, ", ")
+}
+
+// client returns a client of the daemon that cfg describes.
+func (inv *invocation) client(cfg *supervisor.Config) *client {
+	return newClient(sockets.Layout{StateDir: cfg.Deployer.StateDir}.ControlSocket())
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCheck(t *testing.T) {
+	_, one := writeConfig(t, "web")
+	got := run(t, "check", "-c", one)
+	wantCode(t, got, exitOK)
+	if want := one + " OK: 1 app (web), proxy on 127.0.0.1:8080\n"; got.stdout != want {
+		t.Errorf("stdout = %q, want %q", got.stdout, want)
+	}
+
+	dir := stateDir(t)
+	two := filepath.Join(dir, "deploy.toml")
+	writeFile(t, two, fmt.Sprintf(`[deployer]
+listen = ""
+state_dir = %q
+[apps.web]
+command = ["true"]
+version = "v1"
+path = "/"
+[apps.api]
+command = ["true"]
+version = "v1"
+path = "/api"
+`, dir))
+	got = run(t, "check", "-c", two)
+	wantCode(t, got, exitOK)
+	if want := two + " OK: 2 apps (api, web), no built-in proxy\n"; got.stdout != want {
+		t.Errorf("stdout = %q, want %q", got.stdout, want)
+	}
+}
+
+// TestInvalidConfig checks that every command reports an invalid or
+// missing deploy.toml on stderr and exits 2.
+func TestInvalidConfig(t *testing.T) {
+	dir := stateDir(t)
+	bad := filepath.Join(dir, "deploy.toml")
+	writeFile(t, bad, fmt.Sprintf(`[deployer]
+state_dir = %q
+drain_timeout = 5
+[apps.web]
+command = ["true"]
+version = "v1"
+colour = "blue"
+`, dir))
+	missing := filepath.Join(dir, "nope.toml")
+
+	for _, args := range [][]string{{"check"}, {"status"}, {"swap", "v2"}, {"start"}, {"logs", "-f"}} {
+		got := run(t, append(args, "-c", bad)...)
+		wantCode(t, got, exitUsage)
+		for _, want := range []string{bad + ":3: ", bad + ":7: "} {
+			if !strings.Contains(got.stderr, want) {
+				t.Errorf("%q: stderr does not name %s:\n%s", args, want, got.stderr)
+			}
+		}
+		if got.stdout != "" {
+			t.Errorf("%q: stdout = %q, want nothing", args, got.stdout)
+		}
+
+		got = run(t, append(args, "-c", missing)...)
+		wantCode(t, got, exitUsage)
+		want := "deployer " + args[0] + ": no config file at " + missing + " (pass -c PATH or set $DEPLOYER_CONFIG)\n"
+		if got.stderr != want {
+			t.Errorf("%q: stderr = %q, want %q", args, got.stderr, want)
+		}
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

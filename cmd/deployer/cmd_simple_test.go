@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/deployer/deployer/supervisor"
+)
+
+func TestPauseResume(t *testing.T) {
+	dir, cfg := writeConfig(t, "web")
+	d := newFakeDaemon(t, dir)
+	d.handle("POST /v1/apps/web/pause", answer(http.StatusOK, supervisor.AppStatus{Name: "web", State: "paused", Held: 3}))
+	d.handle("POST /v1/apps/web/resume", answer(http.StatusOK, supervisor.AppStatus{Name: "web", State: "serving"}))
+
+	got := run(t, "pause", "-c", cfg)
+	wantCode(t, got, exitOK)
+	if want := "web paused: new requests are held (3 waiting)\n"; got.stdout != want {
+		t.Errorf("pause: stdout = %q, want %q", got.stdout, want)
+	}
+
+	got = run(t, "resume", "web", "-c", cfg)
+	wantCode(t, got, exitOK)
+	if want := "web resumed\n"; got.stdout != want {
+		t.Errorf("resume: stdout = %q, want %q", got.stdout, want)
+	}
+
+	got = run(t, "pause", "--json", "-c", cfg)
+	wantCode(t, got, exitOK)
+	var st supervisor.AppStatus
+	if err := json.Unmarshal([]byte(got.stdout), &st); err != nil || st.State != "paused" || st.Held != 3 {
+		t.Errorf("pause --json: %+v, %v", st, err)
+	}
+}
+
+func TestShutdown(t *testing.T) {
+	dir, cfg := writeConfig(t, "web")
+	d := newFakeDaemon(t, dir)
+	d.handle("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("{}\n"))
+		// Like the daemon: answer, then go. Shutdown lets this answer out
+		// first; closing the listener removes the socket file.
+		go d.srv.Shutdown(context.Background())
+	})
+
+	got := run(t, "shutdown", "-c", cfg)
+	wantCode(t, got, exitOK)
+	if got.stdout != "daemon stopped\n" {
+		t.Errorf("stdout = %q", got.stdout)
+	}
+}
+
+func TestNoDaemon(t *testing.T) {
+	for _, args := range [][]string{
+		{"status"}, {"swap", "v2"}, {"rollback"}, {"restart"}, {"stop"},
+		{"pause"}, {"resume"}, {"logs"}, {"shutdown"},
+	} {
+		dir, cfg := writeConfig(t, "web")
+		got := run(t, append(args, "-c", cfg)...)
+		wantCode(t, got, exitFailed)
+		want := "deployer: no daemon is running (nothing answers on " + dir + "/deployer.sock); start one with 'deployer start'\n"
+		if got.stderr != want {
+			t.Errorf("%q: stderr = %q, want %q", args, got.stderr, want)
+		}
+	}
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/deployer/deployer/supervisor"
+)
+
+func statusCommand() *command {
+	return &command{
+		name:    "status",
+		args:    []string{"[APP]"},
+		json:    true,
+		summary: "show every app's version, state, instances, requests and the host load",
+		about: `Show each app (or only APP): the version serving and its state, requests
+in flight and held, each instance's pid, socket, health, restarts, CPU and
+memory, the versions still draining, and the host's load average.
+
+With --json the daemon's answer is printed as it is: one object
+{"apps":[...],"load":{...}}, see CONTRACT.md.
+
+Unlike the other commands, status does not insist on APP when deploy.toml
+defines several apps: leaving it out shows them all.`,
+		exits: `0  the status was shown
+1  no daemon is running
+2  bad usage, unknown app or invalid deploy.toml`,
+		example: "deployer status --json | jq '.apps[].version'",
+		run:     runStatus,
+	}
+}
+
+func runStatus(ctx context.Context, inv *invocation) error {
+	cfg, err := inv.loadConfig()
+	if err != nil {
+		return err
+	}
+	app := ""
+	if len(inv.args) == 1 {
+		if app, _, err = inv.resolveApp(cfg); err != nil {
+			return err
+		}
+	}
+	raw, err := inv.client(cfg).status(ctx, app)
+	if err != nil {
+		return err
+	}
+	if inv.asJSON {
+		return writeIndented(inv.stdout, raw)
+	}
+	var st supervisor.Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return fmt.Errorf("bad answer from daemon: %w", err)
+	}
+	return writeStatus(inv.stdout, &st)
+}
+
+// writeStatus prints st for people: a block per app, then the load.
+//
+//	web: v2 serving, 3 in flight, 0 held (previous v1)
+//	  INSTANCE  VERSION  PID   HEALTHY  RESTARTS  CPU %  RSS MiB  SOCKET
+//	  0         v2       4242  yes      0         1.5    23.4     /srv/run/web/v2-0-x1y2z3w4.sock
+//	  draining v1: 2 in flight
+//
+//	load average: 0.52, 0.48, 0.40
+func writeStatus(w io.Writer, st *supervisor.Status) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, a := range st.Apps {
+		fmt.Fprintf(tw, "%s: %s, %d in flight, %d held", a.Name, strings.TrimSpace(a.Version+" "+a.State), a.InFlight, a.Held)
+		if a.Previous != "" {
+			fmt.Fprintf(tw, " (previous %s)", a.Previous)
+		}
+		fmt.Fprintln(tw)
+		if a.LastError != "" {
+			fmt.Fprintf(tw, "  last error: %s\n", oneLine(a.LastError))
+		}
+		if len(a.Instances) > 0 {
+			fmt.Fprintln(tw, "  INSTANCE\tVERSION\tPID\tHEALTHY\tRESTARTS\tCPU %\tRSS MiB\tSOCKET")
+			for _, in := range a.Instances {
+				fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%d\t%.1f\t%.1f\t%s\n",
+					in.Instance, in.Version, in.PID, yesNo(in.Healthy), in.Restarts,
+					in.CPU, float64(in.RSS)/(1<<20), in.Socket)
+			}
+		}
+		for _, v := range a.Versions {
+			if v.State == supervisor.StateDraining {
+				fmt.Fprintf(tw, "  draining %s: %d in flight\n", v.Version, v.InFlight)
+			}
+		}
+		fmt.Fprintln(tw)
+	}
+	fmt.Fprintf(tw, "load average: %.2f, %.2f, %.2f\n", st.Load.Load1, st.Load.Load5, st.Load.Load15)
+	return tw.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// oneLine keeps a multi-line error from breaking the table's layout.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/deployer/deployer/supervisor"
+)
+
+// usageError is bad usage: a one-line message, then the command's usage.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// configError is a deploy.toml that cannot be used: missing, or invalid
+// (err then names file:line for each problem, one per line).
+type configError struct {
+	missing string // the path that does not exist, or ""
+	err     error
+}
+
+func (e *configError) Error() string {
+	if e.missing != "" {
+		return fmt.Sprintf("no config file at %s (pass -c PATH or set $%s)", e.missing, configEnv)
+	}
+	return e.err.Error()
+}
+
+func (e *configError) Unwrap() error { return e.err }
+
+// noDaemonError means nothing answers on the control socket: its path does
+// not exist (ENOENT) or nothing listens on it any more (ECONNREFUSED).
+type noDaemonError struct{ socket string }
+
+func (e *noDaemonError) Error() string {
+	return fmt.Sprintf("no daemon is running (nothing answers on %s); start one with 'deployer start'", e.socket)
+}
+
+// apiError is a non-2xx answer of the control API.
+type apiError struct {
+	status int
+	body   supervisor.APIError
+}
+
+func (e *apiError) Error() string { return e.body.Error }
+
+// errReported means the failure has been reported on stdout already (a
+// failed swap's result, say); only the exit status is left to give.
+var errReported = errors.New("failure reported")
+
+// exit reports err on stderr, unless it has been reported, and returns the
+// exit status for it. It is the one place errors become exit statuses.
+func (inv *invocation) exit(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var (
+		usage    *usageError
+		config   *configError
+		noDaemon *noDaemonError
+		api      *apiError
+	)
+	switch {
+	case errors.Is(err, errReported):
+		return exitFailed
+	case errors.As(err, &usage):
+		fmt.Fprintf(inv.stderr, "%s: %s\n", inv.prefix(), usage.msg)
+		fmt.Fprintf(inv.stderr, "usage: %s\n", inv.usage())
+		return exitUsage
+	case errors.As(err, &config):
+		if config.missing != "" {
+			fmt.Fprintf(inv.stderr, "%s: %v\n", inv.prefix(), config)
+		} else {
+			writeLines(inv.stderr, config.Error())
+		}
+		return exitUsage
+	case errors.As(err, &noDaemon):
+		fmt.Fprintf(inv.stderr, "deployer: %v\n", noDaemon)
+		return exitFailed
+	case errors.As(err, &api):
+		fmt.Fprintf(inv.stderr, "%s: %v\n", inv.prefix(), api)
+		switch api.body.Code {
+		case "unknown_app", "bad_request":
+			return exitUsage
+		}
+		return exitFailed
+	}
+	fmt.Fprintf(inv.stderr, "%s: %v\n", inv.prefix(), err)
+	return exitFailed
+}
+
+// prefix starts every error line: "deployer swap", or "deployer" before the
+// command is known.
+func (inv *invocation) prefix() string {
+	if inv.cmd == nil {
+		return "deployer"
+	}
+	return "deployer " + inv.cmd.name
+}
+
+func (inv *invocation) usage() string {
+	if inv.cmd == nil {
+		return "deployer [-c PATH] COMMAND [ARGS] (see 'deployer help')"
+	}
+	return inv.cmd.usage()
+}
+
+// writeLines writes s with a final newline, however many lines it holds.
+func writeLines(w io.Writer, s string) {
+	io.WriteString(w, strings.TrimRight(s, "\n")+"\n")
+}

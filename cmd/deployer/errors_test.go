@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/deployer/deployer/supervisor"
+)
+
+// TestExit checks the one place errors become exit statuses and messages.
+func TestExit(t *testing.T) {
+	invalid := errors.Join(
+		&supervisor.ConfigError{File: "deploy.toml", Line: 3, Msg: "drain_timeout: want a duration string"},
+		&supervisor.ConfigError{File: "deploy.toml", Line: 7, Msg: `unknown key "colour"`},
+	)
+	tests := []struct {
+		name       string
+		err        error
+		wantCode   int
+		wantStderr string
+	}{
+		{"nil", nil, exitOK, ""},
+		{"reported", errReported, exitFailed, ""},
+		{"usage", usageErrorf("missing %s", "VERSION"), exitUsage,
+			"deployer swap: missing VERSION\nusage: deployer swap [APP] VERSION [--wait-drain] [--json]\n"},
+		{"invalid config", &configError{err: invalid}, exitUsage,
+			"deploy.toml:3: drain_timeout: want a duration string\ndeploy.toml:7: unknown key \"colour\"\n"},
+		{"missing config", &configError{missing: "deploy.toml"}, exitUsage,
+			"deployer swap: no config file at deploy.toml (pass -c PATH or set $DEPLOYER_CONFIG)\n"},
+		{"no daemon", fmt.Errorf("dial: %w", &noDaemonError{socket: "/run/deployer.sock"}), exitFailed,
+			"deployer: no daemon is running (nothing answers on /run/deployer.sock); start one with 'deployer start'\n"},
+		{"unknown app", &apiError{status: 404, body: supervisor.APIError{Error: `unknown app "db"`, Code: "unknown_app"}}, exitUsage,
+			"deployer swap: unknown app \"db\"\n"},
+		{"bad request", &apiError{status: 400, body: supervisor.APIError{Error: "bad version", Code: "bad_request"}}, exitUsage,
+			"deployer swap: bad version\n"},
+		{"swap running", &apiError{status: 409, body: supervisor.APIError{Error: "a swap of web is running", Code: "swap_running"}}, exitFailed,
+			"deployer swap: a swap of web is running\n"},
+		{"lost", errConnectionLost, exitFailed, "deployer swap: connection to daemon lost\n"},
+		{"anything else", context.DeadlineExceeded, exitFailed, "deployer swap: context deadline exceeded\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr strings.Builder
+			inv := &invocation{stderr: &stderr, cmd: swapCommand()}
+			if code := inv.exit(tt.err); code != tt.wantCode {
+				t.Errorf("exit status %d, want %d", code, tt.wantCode)
+			}
+			if stderr.String() != tt.wantStderr {
+				t.Errorf("stderr:\n%s\nwant:\n%s", stderr.String(), tt.wantStderr)
+			}
+		})
+	}
+}

@@ -1,0 +1,226 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// controlHandler serves the control API described in api.go.
+func (d *Daemon) controlHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", d.handleStatus)
+	mux.HandleFunc("POST /v1/apps/{app}/{op}", d.handleOp)
+	mux.HandleFunc("GET /v1/apps/{app}/logs", d.handleLogs)
+	mux.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, struct{}{})
+		d.log.Info("shutdown requested")
+		d.requestShutdown()
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, fmt.Errorf("%w: no such endpoint %s %s", errBadRequest, r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+var errBadRequest = errors.New("bad request")
+
+// apiStatus maps an error to its HTTP status and API code: the one place
+// where supervisor errors become answers.
+func apiStatus(err error) (int, string) {
+	switch {
+	case errors.Is(err, ErrUnknownApp):
+		return http.StatusNotFound, "unknown_app"
+	case errors.Is(err, errBadRequest):
+		return http.StatusBadRequest, "bad_request"
+	case errors.Is(err, ErrOpRunning):
+		return http.StatusConflict, "swap_running"
+	case errors.Is(err, ErrNoPrevious):
+		return http.StatusConflict, "no_previous"
+	case errors.Is(err, ErrNotServing):
+		return http.StatusConflict, "not_serving"
+	case errors.Is(err, ErrServing):
+		return http.StatusConflict, "already_serving"
+	}
+	return http.StatusInternalServerError, "internal"
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	status, code := apiStatus(err)
+	writeJSON(w, status, APIError{Error: err.Error(), Code: code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
+	names := d.names
+	if n := r.URL.Query().Get("app"); n != "" {
+		if _, err := d.app(n); err != nil {
+			writeError(w, err)
+			return
+		}
+		names = []string{n}
+	}
+	st := Status{Apps: []AppStatus{}, Load: readLoad()}
+	for _, n := range names {
+		st.Apps = append(st.Apps, d.apps[n].Status())
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// handleOp runs an operation. Streamed operations answer NDJSON Events as
+// they progress; an operation refused before it began answers an APIError.
+func (d *Daemon) handleOp(w http.ResponseWriter, r *http.Request) {
+	a, err := d.app(r.PathValue("app"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var req SwapRequest
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
+			writeError(w, fmt.Errorf("%w: body: %v", errBadRequest, err))
+			return
+		}
+	}
+	if req.Version != "" {
+		if err := ValidVersion(req.Version); err != nil {
+			writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
+			return
+		}
+	}
+	var run func(ctx context.Context, p progressFunc) (*Result, error)
+	switch op := r.PathValue("op"); op {
+	case "swap":
+		if req.Version == "" {
+			writeError(w, fmt.Errorf("%w: swap needs a version", errBadRequest))
+			return
+		}
+		run = func(ctx context.Context, p progressFunc) (*Result, error) {
+			return a.Swap(ctx, op, req.Version, req.WaitDrain, p)
+		}
+	case "rollback", "restart":
+		run = func(ctx context.Context, p progressFunc) (*Result, error) {
+			return a.Swap(ctx, op, "", req.WaitDrain, p)
+		}
+	case "start":
+		run = func(ctx context.Context, p progressFunc) (*Result, error) {
+			return a.Start(ctx, req.Version, p)
+		}
+	case "stop":
+		run = func(ctx context.Context, p progressFunc) (*Result, error) {
+			return a.Stop(ctx, p)
+		}
+	case "pause", "resume":
+		if op == "pause" {
+			err = a.Pause()
+		} else {
+			err = a.Resume()
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, a.Status())
+		return
+	default:
+		writeError(w, fmt.Errorf("%w: unknown operation %q", errBadRequest, op))
+		return
+	}
+	d.stream(w, a, run)
+}
+
+// stream runs an operation, writing its progress as NDJSON. The status line
+// is sent with the first event, so an operation refused at once (another
+// swap running) still gets a proper error status. The operation runs on the
+// daemon's context, not the request's: a CI job whose connection drops must
+// not leave a swap half done.
+func (d *Daemon) stream(w http.ResponseWriter, a *App, run func(context.Context, progressFunc) (*Result, error)) {
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	started := false
+	begin := func() {
+		if !started {
+			started = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+		}
+	}
+	progress := func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		a.log.Info(msg)
+		begin()
+		enc.Encode(Event{Type: "progress", Time: time.Now(), Message: msg})
+		rc.Flush()
+	}
+	res, err := run(d.ctx, progress)
+	if err != nil && !started {
+		writeError(w, err)
+		return
+	}
+	if err != nil {
+		res = &Result{App: a.name, Error: err.Error()}
+	}
+	begin()
+	enc.Encode(Event{Type: "result", Time: time.Now(), Result: res})
+	rc.Flush()
+}
+
+func (d *Daemon) handleLogs(w http.ResponseWriter, r *http.Request) {
+	a, err := d.app(r.PathValue("app"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	n := 200
+	if s := r.URL.Query().Get("n"); s != "" {
+		if n, err = strconv.Atoi(s); err != nil || n < 0 {
+			writeError(w, fmt.Errorf("%w: n must be a number ≥ 0", errBadRequest))
+			return
+		}
+	}
+	follow := r.URL.Query().Get("follow") == "1"
+	var sub <-chan LogLine
+	if follow {
+		ch, cancel := a.logs.Subscribe()
+		defer cancel()
+		sub = ch
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	bw := bufio.NewWriter(w)
+	for _, l := range a.logs.Tail(n, nil) {
+		fmt.Fprintln(bw, l.String())
+	}
+	bw.Flush()
+	if !follow {
+		return
+	}
+	rc := http.NewResponseController(w)
+	rc.Flush()
+	for {
+		select {
+		case l := <-sub:
+			fmt.Fprintln(bw, l.String())
+			if len(sub) == 0 {
+				bw.Flush()
+				rc.Flush()
+			}
+		case <-r.Context().Done():
+			return
+		case <-d.ctx.Done():
+			bw.Flush()
+			return
+		}
+	}
+}

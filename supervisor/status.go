@@ -1,0 +1,54 @@
+package supervisor
+
+import "sort"
+
+// Status reports the app for `deployer status`.
+func (a *App) Status() AppStatus {
+	a.mu.Lock()
+	serving, paused := a.serving, a.paused
+	st := AppStatus{
+		Name:      a.name,
+		Previous:  a.previous,
+		LastError: a.lastErr,
+		State:     a.state,
+		Instances: []InstanceStatus{},
+		Versions:  []VersionStatus{},
+	}
+	draining := make([]*version, 0, len(a.draining))
+	for v := range a.draining {
+		draining = append(draining, v)
+	}
+	a.mu.Unlock()
+	sort.Slice(draining, func(i, j int) bool { return draining[i].launched.Before(draining[j].launched) })
+
+	stats := a.d.proxy.Stats(a.name)
+	st.Held = stats.Held
+	for _, n := range stats.InFlight {
+		st.InFlight += n
+	}
+	switch {
+	case serving != nil && paused:
+		st.State = StatePaused
+	case serving != nil:
+		st.State = StateServing
+	case len(draining) > 0:
+		st.State = StateDraining
+	}
+	if serving != nil {
+		st.Version = serving.name
+		st.Versions = append(st.Versions, VersionStatus{Version: serving.name, State: StateServing, InFlight: stats.InFlight[serving.key]})
+		for _, in := range serving.instances {
+			p, ep, healthy, restarts := in.snapshot()
+			is := InstanceStatus{Instance: in.index, Socket: ep.addr, Version: serving.name, Healthy: healthy, Restarts: restarts}
+			if p != nil && !p.exited() {
+				is.PID = p.pid
+				is.CPU, is.RSS = a.d.procs.sample(p.pid)
+			}
+			st.Instances = append(st.Instances, is)
+		}
+	}
+	for _, v := range draining {
+		st.Versions = append(st.Versions, VersionStatus{Version: v.name, State: v.State(), InFlight: stats.InFlight[v.key]})
+	}
+	return st
+}

@@ -1,0 +1,88 @@
+package supervisor
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// version is one launched version of an app: its instances, one process
+// each. The same version name may be launched again (restart), so a version
+// is identified by its pointer, never by its name alone.
+type version struct {
+	name      string
+	key       string     // unique per launch: how the proxy knows this version
+	cfg       *AppConfig // the config it was launched with
+	launched  time.Time
+	instances []*instance
+
+	// mu orders a crash restart's rename over the stable path against the
+	// swap that retires this version: once stopping is set, no instance of
+	// this version touches a stable path again.
+	mu       sync.Mutex
+	stopping bool
+
+	state atomic.Value // string: starting serving draining stopped failed
+}
+
+// launches numbers launches, making version keys unique in this daemon.
+var launches atomic.Uint64
+
+func newVersion(name string, cfg *AppConfig) *version {
+	key := name + "#" + strconv.FormatUint(launches.Add(1), 10)
+	v := &version{name: name, key: key, cfg: cfg, launched: time.Now()}
+	v.state.Store(StateStarting)
+	for i := 0; i < cfg.Instances; i++ {
+		v.instances = append(v.instances, &instance{index: i})
+	}
+	return v
+}
+
+func (v *version) State() string { return v.state.Load().(string) }
+
+// markStopping stops crash restarts of v from touching stable paths, and
+// reports whether it was already stopping.
+func (v *version) markStopping() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	was := v.stopping
+	v.stopping = true
+	return was
+}
+
+func (v *version) isStopping() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.stopping
+}
+
+// instance is one slot of a version: the process currently filling it, which
+// changes when a crashed process is restarted.
+type instance struct {
+	index int
+
+	mu       sync.Mutex
+	proc     *process
+	ep       endpoint
+	healthy  bool
+	restarts int
+}
+
+func (in *instance) snapshot() (p *process, ep endpoint, healthy bool, restarts int) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.proc, in.ep, in.healthy, in.restarts
+}
+
+func (in *instance) set(p *process, ep endpoint, healthy bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.proc, in.ep, in.healthy = p, ep, healthy
+}
+
+func (in *instance) setHealthy(h bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.healthy = h
+}
