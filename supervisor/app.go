@@ -111,6 +111,9 @@ func (a *App) launch(ctx context.Context, name string, progress progressFunc) (*
 		go func() {
 			defer wg.Done()
 			if err := waitReady(ctx, p, ep, cfg.Health, a.d.settle(cfg)); err != nil {
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) && !p.exited() {
+					err = fmt.Errorf("not healthy within %s: %w", cfg.ReadyTimeout, err)
+				}
 				errs[in.index] = fmt.Errorf("instance %d (pid %d): %w", in.index, p.pid, err)
 				cancel() // one failed: none will move, stop waiting for the others
 				return
@@ -121,9 +124,6 @@ func (a *App) launch(ctx context.Context, name string, progress progressFunc) (*
 	}
 	wg.Wait()
 	if err := firstError(errs); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
-			err = fmt.Errorf("not healthy within %s: %w", cfg.ReadyTimeout, err)
-		}
 		a.kill(v)
 		return nil, &launchError{version: name, reason: err, output: a.outputOf(v)}
 	}

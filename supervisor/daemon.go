@@ -181,6 +181,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	d.saveState()
+	// Nothing serves any more: the stable paths and the control socket go,
+	// so an outer proxy or a client finds no socket rather than one that
+	// nobody accepts on.
+	for _, name := range d.names {
+		for i := 0; i < MaxInstances; i++ {
+			sockets.Unlink(d.layout.Stable(name, i))
+		}
+	}
+	sockets.Unlink(d.layout.ControlSocket())
 	d.log.Info("deployer stopped")
 	return nil
 }

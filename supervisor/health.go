@@ -113,7 +113,7 @@ func waitReady(ctx context.Context, p *process, ep endpoint, health string, sett
 			if p.exited() {
 				return exited(nil)
 			}
-			return fmt.Errorf("not healthy in time: last health check: %v", lastErr)
+			return fmt.Errorf("last health check: %v", lastErr)
 		case <-time.After(interval):
 		}
 		if healthySince.IsZero() && interval < 500*time.Millisecond {

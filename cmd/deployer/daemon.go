@@ -49,6 +49,17 @@ func (inv *invocation) becomeDaemon(ctx context.Context, cfg *supervisor.Config,
 	// in its own process group, with nobody to stop them.
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP is reserved for the self-upgrade (CONTRACT.md), which this
+	// build does not do yet. Its default action would kill the daemon and
+	// leave the apps orphaned, so it is caught and refused instead.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			logger.Warn("SIGHUP ignored: self-upgrade is not available in this version; the daemon keeps running")
+		}
+	}()
 	if err := d.Run(ctx); err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}

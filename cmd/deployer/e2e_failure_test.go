@@ -130,7 +130,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bare duration", "[deployer]\ndrain_timeout = 5\n[apps.web]\ncommand = [\"x\"]\nversion = \"v1\"\n", `"5s"`},
 		{"missing command", "[apps.web]\nversion = \"v1\"\n", "command"},
 		{"long socket path", "[deployer]\nstate_dir = \"/tmp/" + strings.Repeat("a", 100) + "\"\n[apps.web]\ncommand = [\"x\"]\nversion = \"v1\"\n", "107"},
-		{"duplicate route", "[apps.a]\ncommand = [\"x\"]\nversion = \"v1\"\n[apps.b]\ncommand = [\"x\"]\nversion = \"v1\"\n", "same"},
+		{"duplicate route", "[apps.a]\ncommand = [\"x\"]\nversion = \"v1\"\n[apps.b]\ncommand = [\"x\"]\nversion = \"v1\"\n", "both serve"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
