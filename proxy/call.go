@@ -2,10 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
-	"io"
-	"net/http"
-	"sync/atomic"
 	"time"
 )
 
@@ -35,7 +31,6 @@ type call struct {
 	version    *version // the version whose registry holds the call
 	inst       *instance
 	upgraded   bool
-	admitted   bool  // passed the max_queued check once; re-queued calls are not refused
 	err        error // set with a wake-up that carries no assignment
 
 	// wake carries one token when a releaser assigned the call (version,
@@ -71,26 +66,28 @@ func (l *callList) pushBack(c *call) {
 
 // insertByArrival keeps the list ordered by arrival: a request that comes
 // back to the queue (its instance refused it) goes before later arrivals.
-// New arrivals, the common case, are appended in O(1).
+// New arrivals, the common case, are appended in O(1); a request older than
+// every waiter goes to the front in O(1).
 func (l *callList) insertByArrival(c *call) {
-	at := l.tail
-	for at != nil && at.seq > c.seq {
-		at = at.prev
-	}
-	if at == l.tail {
+	if l.tail == nil || l.tail.seq <= c.seq {
 		l.pushBack(c)
 		return
 	}
-	// Insert after at (nil: at the front).
-	c.list, c.prev = l, at
-	if at == nil {
-		c.next = l.head
-		l.head = c
-	} else {
-		c.next = at.next
-		at.next = c
+	// Insert before the first waiter that arrived later than c.
+	at := l.head
+	if at.seq <= c.seq {
+		at = l.tail
+		for at.prev.seq > c.seq {
+			at = at.prev
+		}
 	}
-	c.next.prev = c
+	c.list, c.next, c.prev = l, at, at.prev
+	if at.prev != nil {
+		at.prev.next = c
+	} else {
+		l.head = c
+	}
+	at.prev = c
 	l.n++
 }
 
@@ -118,73 +115,4 @@ func (l *callList) popFront() *call {
 		l.remove(c)
 	}
 	return c
-}
-
-// isIdempotent reports whether a request may be sent again after its app
-// died before answering: GET, HEAD, OPTIONS, TRACE, or any request carrying
-// an Idempotency-Key (the same rule as http.Transport's own retries).
-func isIdempotent(r *http.Request) bool {
-	switch r.Method {
-	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return true
-	}
-	_, key := r.Header["Idempotency-Key"]
-	_, xkey := r.Header["X-Idempotency-Key"]
-	return key || xkey
-}
-
-// flightBody wraps a response body so that the call leaves its version's
-// registry when the body is done: at EOF or a read error, or on Close,
-// whichever comes first.
-type flightBody struct {
-	io.ReadCloser
-	c      *call
-	closed atomic.Bool
-}
-
-func (f *flightBody) Read(p []byte) (int, error) {
-	n, err := f.ReadCloser.Read(p)
-	if err != nil {
-		f.c.b.finish(f.c)
-	}
-	return n, err
-}
-
-func (f *flightBody) Close() error {
-	f.closed.Store(true)
-	err := f.ReadCloser.Close()
-	f.c.b.finish(f.c)
-	return err
-}
-
-// closeIfOpen closes the body if nobody did: ReverseProxy leaves a 101
-// response's body open on some error paths.
-func (f *flightBody) closeIfOpen() {
-	if !f.closed.Load() {
-		f.Close()
-	}
-}
-
-// upgradedBody is the body of a 101 Switching Protocols response: the
-// backend connection itself. It must stay an io.ReadWriteCloser or
-// ReverseProxy refuses to switch protocols. The call stays in flight until
-// Close (ReverseProxy closes it when either side is done, or when the
-// request context is cancelled); reaching EOF only means the backend
-// stopped writing.
-type upgradedBody struct {
-	*flightBody
-	rwc io.ReadWriteCloser
-}
-
-func (u *upgradedBody) Read(p []byte) (int, error) { return u.rwc.Read(p) }
-
-func (u *upgradedBody) Write(p []byte) (int, error) { return u.rwc.Write(p) }
-
-// CloseWrite passes the client's half-close on to the backend, as
-// ReverseProxy does when the body supports it.
-func (u *upgradedBody) CloseWrite() error {
-	if cw, ok := u.rwc.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.ErrUnsupported
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync/atomic"
 )
 
 // maxReplays bounds how often an idempotent request is sent again after its
@@ -96,4 +97,73 @@ func (c *call) wrapResponse(res *http.Response) *http.Response {
 	}
 	res.Body = fb
 	return res
+}
+
+// isIdempotent reports whether a request may be sent again after its app
+// died before answering: GET, HEAD, OPTIONS, TRACE, or any request carrying
+// an Idempotency-Key (the same rule as http.Transport's own retries).
+func isIdempotent(r *http.Request) bool {
+	switch r.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := r.Header["Idempotency-Key"]
+	_, xkey := r.Header["X-Idempotency-Key"]
+	return key || xkey
+}
+
+// flightBody wraps a response body so that the call leaves its version's
+// registry when the body is done: at EOF or a read error, or on Close,
+// whichever comes first.
+type flightBody struct {
+	io.ReadCloser
+	c      *call
+	closed atomic.Bool
+}
+
+func (f *flightBody) Read(p []byte) (int, error) {
+	n, err := f.ReadCloser.Read(p)
+	if err != nil {
+		f.c.b.finish(f.c)
+	}
+	return n, err
+}
+
+func (f *flightBody) Close() error {
+	f.closed.Store(true)
+	err := f.ReadCloser.Close()
+	f.c.b.finish(f.c)
+	return err
+}
+
+// closeIfOpen closes the body if nobody did: ReverseProxy leaves a 101
+// response's body open on some error paths.
+func (f *flightBody) closeIfOpen() {
+	if !f.closed.Load() {
+		f.Close()
+	}
+}
+
+// upgradedBody is the body of a 101 Switching Protocols response: the
+// backend connection itself. It must stay an io.ReadWriteCloser or
+// ReverseProxy refuses to switch protocols. The call stays in flight until
+// Close (ReverseProxy closes it when either side is done, or when the
+// request context is cancelled); reaching EOF only means the backend
+// stopped writing.
+type upgradedBody struct {
+	*flightBody
+	rwc io.ReadWriteCloser
+}
+
+func (u *upgradedBody) Read(p []byte) (int, error) { return u.rwc.Read(p) }
+
+func (u *upgradedBody) Write(p []byte) (int, error) { return u.rwc.Write(p) }
+
+// CloseWrite passes the client's half-close on to the backend, as
+// ReverseProxy does when the body supports it.
+func (u *upgradedBody) CloseWrite() error {
+	if cw, ok := u.rwc.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }

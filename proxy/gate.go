@@ -22,10 +22,13 @@ const backoff = 25 * time.Millisecond
 // Instances in c.avoid refused c already; when every ready instance is in
 // it, c waits for a state change or backoff, then tries them all again.
 //
-// Errors: ErrQueueTimeout, ErrQueueFull (only on c's first wait), ErrAppRemoved,
-// or the context's error.
+// Errors: ErrQueueTimeout, ErrQueueFull (only on c's first acquire),
+// ErrAppRemoved, or the context's error.
 func (b *backend) acquire(c *call) (*version, *instance, error) {
-	for {
+	// Only a request's first attempt can be refused for a full queue: one
+	// coming back after a failed connect or a dead app was admitted already.
+	first := c.deadline.IsZero()
+	for ; ; first = false {
 		b.mu.Lock()
 		if c.deadline.IsZero() {
 			c.deadline = c.arrival.Add(b.opts.QueueTimeout)
@@ -51,12 +54,11 @@ func (b *backend) acquire(c *call) (*version, *instance, error) {
 			b.mu.Unlock()
 			return nil, nil, err
 		}
-		if !c.admitted && b.heldLocked() >= b.opts.MaxQueued {
+		if first && b.heldLocked() >= b.opts.MaxQueued {
 			max := b.opts.MaxQueued
 			b.mu.Unlock()
 			return nil, nil, fmt.Errorf("%w: app %s already holds %d requests", ErrQueueFull, b.name, max)
 		}
-		c.admitted = true
 		if c.wake == nil {
 			c.wake = make(chan struct{}, 1)
 		}

@@ -55,7 +55,7 @@ func TestForwardRequest(t *testing.T) {
 	req.Header.Set("Connection", "X-Hop")
 	req.Header.Set("X-Hop", "secret")
 	req.Header.Set("Proxy-Authorization", "Basic secret")
-	req.Header.Set("X-Forwarded-For", "6.6.6.6")     // forged: replaced
+	req.Header.Set("X-Forwarded-For", "6.6.6.6")       // forged: replaced
 	req.Header.Set("X-Forwarded-Host", "evil.example") // forged: replaced
 	req.Header.Set("Forwarded", "for=6.6.6.6")         // forged: dropped
 	res, err := f.client.Do(req)

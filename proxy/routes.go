@@ -99,16 +99,17 @@ func compileRoutes(routes []Route) (*routeTable, error) {
 // normalizePattern lower-cases a host pattern, drops a trailing dot, and
 // rejects what can never match a normalized request host.
 func normalizePattern(p string) (string, error) {
-	h := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(p)), ".")
+	h := strings.ToLower(strings.TrimSpace(p))
 	if h == "*" {
 		return h, nil
 	}
-	name := strings.TrimPrefix(h, "*.")
+	wildcard := strings.HasPrefix(h, "*.")
+	name := strings.TrimSuffix(strings.TrimPrefix(h, "*."), ".")
 	switch {
-	case h == "":
-		return "", fmt.Errorf("empty host pattern")
-	case name == "":
+	case wildcard && name == "":
 		return "", fmt.Errorf("host pattern %q: nothing after \"*.\"", p)
+	case name == "":
+		return "", fmt.Errorf("empty host pattern %q", p)
 	case strings.Contains(name, "*"):
 		return "", fmt.Errorf("host pattern %q: \"*\" only as \"*\" or a leading \"*.\"", p)
 	case strings.ContainsAny(name, "/ \t"):
@@ -118,7 +119,10 @@ func normalizePattern(p string) (string, error) {
 	case hostWithoutPort(name) != name:
 		return "", fmt.Errorf("host pattern %q: ports are ignored when matching; leave it out", p)
 	}
-	return h, nil
+	if wildcard {
+		return "*." + name, nil
+	}
+	return name, nil
 }
 
 // normalizePrefix cleans a path prefix; "" means "/".

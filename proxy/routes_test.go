@@ -112,6 +112,7 @@ func TestCompileRoutesErrors(t *testing.T) {
 		{"duplicate after normalizing", []Route{{Host: "A.com", Path: "/x/", App: "a"}, {Host: "a.com.", Path: "/x", App: "b"}}, ErrDuplicateRoute},
 		{"duplicate root", []Route{{Host: "*", App: "a"}, {Host: "*", Path: "/", App: "b"}}, ErrDuplicateRoute},
 		{"empty host", []Route{{Host: "", App: "a"}}, ErrInvalidRoute},
+		{"only a dot", []Route{{Host: ".", App: "a"}}, ErrInvalidRoute},
 		{"star inside", []Route{{Host: "a*.com", App: "a"}}, ErrInvalidRoute},
 		{"star without dot", []Route{{Host: "*example.com", App: "a"}}, ErrInvalidRoute},
 		{"bare wildcard", []Route{{Host: "*.", App: "a"}}, ErrInvalidRoute},

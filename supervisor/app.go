@@ -21,7 +21,6 @@ var (
 	ErrOpRunning  = errors.New("supervisor: another operation is running")
 	ErrNoPrevious = errors.New("supervisor: no previous version to roll back to")
 	ErrNotServing = errors.New("supervisor: app is not serving")
-	ErrServing    = errors.New("supervisor: app is already serving")
 	ErrLaunch     = errors.New("supervisor: version failed")
 )
 
@@ -264,10 +263,12 @@ func (a *App) Start(ctx context.Context, name string, progress progressFunc) (*R
 // startLocked is Start with a.op held.
 func (a *App) startLocked(ctx context.Context, op, name string, progress progressFunc) (*Result, error) {
 	a.mu.Lock()
-	if a.serving != nil {
-		v := a.serving.name
+	if v := a.serving; v != nil {
+		// Already what start asks for: success, so `deployer start` is
+		// idempotent in scripts.
 		a.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s serves %s", ErrServing, a.name, v)
+		progress("%s already serves %s", a.name, v.name)
+		return &Result{OK: true, App: a.name, Op: op, NewVersion: v.name}, nil
 	}
 	if name == "" {
 		name = a.last

@@ -44,8 +44,6 @@ func apiStatus(err error) (int, string) {
 		return http.StatusConflict, "no_previous"
 	case errors.Is(err, ErrNotServing):
 		return http.StatusConflict, "not_serving"
-	case errors.Is(err, ErrServing):
-		return http.StatusConflict, "already_serving"
 	}
 	return http.StatusInternalServerError, "internal"
 }

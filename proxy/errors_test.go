@@ -1,0 +1,89 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestStatusFor(t *testing.T) {
+	tests := []struct {
+		err  error
+		want int
+	}{
+		{&routeError{host: "x"}, 404},
+		{fmt.Errorf("%w: web", ErrQueueTimeout), 503},
+		{fmt.Errorf("%w: web", ErrQueueFull), 503},
+		{&appError{err: ErrUnknownApp, app: "web"}, 503},
+		{fmt.Errorf("%w: web", ErrAppRemoved), 503},
+		{fmt.Errorf("%w: %w", ErrClientGone, context.Canceled), StatusClientClosedRequest},
+		{fmt.Errorf("%w: %w", ErrCut, context.Canceled), 502},
+		{fmt.Errorf("%w: unexpected EOF", ErrRequestBody), 400},
+		{io.EOF, 502},
+		{syscall.ECONNRESET, 502},
+		{context.Canceled, 502},
+	}
+	for _, tt := range tests {
+		if got := statusFor(tt.err); got != tt.want {
+			t.Errorf("statusFor(%v) = %d, want %d", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestClassify(t *testing.T) {
+	gone, leave := context.WithCancel(context.Background())
+	leave()
+	mk := func(client context.Context, cause error) *call {
+		ctx, cancel := context.WithCancelCause(client)
+		cancel(cause)
+		return &call{ctx: ctx, client: client}
+	}
+	tests := []struct {
+		name string
+		c    *call
+		err  error
+		want error
+	}{
+		{"client left", mk(gone, nil), context.Canceled, ErrClientGone},
+		{"cut by Retire", mk(context.Background(), ErrCut), context.Canceled, ErrCut},
+		{"backend error", &call{ctx: context.Background(), client: context.Background()}, io.EOF, io.EOF},
+		{"no call", nil, io.EOF, io.EOF},
+	}
+	for _, tt := range tests {
+		if got := classify(tt.c, tt.err); !errors.Is(got, tt.want) {
+			t.Errorf("%s: classify = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestWriteError(t *testing.T) {
+	p := New(Options{Logger: testLogger(t)})
+	for _, tt := range []struct {
+		err        error
+		status     int
+		retryAfter bool
+		body       string
+	}{
+		{fmt.Errorf("%w: app web: paused for 30s", ErrQueueTimeout), 503, true, "proxy: queue timeout: app web: paused for 30s\n"},
+		{&routeError{host: "a.example"}, 404, false, "proxy: no route for host \"a.example\"\n"},
+		{&dialError{target: Target{"unix", "/secret/path.sock"}, err: syscall.ECONNREFUSED}, 502, false, "proxy: bad gateway\n"},
+	} {
+		rec := httptest.NewRecorder()
+		p.writeError(rec, httptest.NewRequest(http.MethodGet, "/", nil), tt.err)
+		if rec.Code != tt.status || rec.Body.String() != tt.body {
+			t.Errorf("%v: got %d %q, want %d %q", tt.err, rec.Code, rec.Body, tt.status, tt.body)
+		}
+		if got := rec.Header().Get("Retry-After") != ""; got != tt.retryAfter {
+			t.Errorf("%v: Retry-After present = %v, want %v", tt.err, got, tt.retryAfter)
+		}
+		if strings.Contains(rec.Body.String(), "/secret") {
+			t.Errorf("%v: body leaks a socket path", tt.err)
+		}
+	}
+}
