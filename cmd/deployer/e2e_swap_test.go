@@ -1,7 +1,10 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -37,5 +40,72 @@ func TestSwapUnderLoad(t *testing.T) {
 	}
 	if got.total() < 1000 {
 		t.Fatalf("only %d requests made: the load did not run", got.total())
+	}
+}
+
+// SIGTERM to the daemon: it stops accepting, lets an in-flight request
+// finish, stops the apps and exits 0.
+func TestGracefulShutdownOnSIGTERM(t *testing.T) {
+	e := newEnv(t)
+	e.basicConfig("")
+	e.start()
+	pid := e.appStatus("web").Instances[0].PID
+
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := tryGet(e.url("/slow?d=2s"))
+		done <- code
+	}()
+	waitFor(t, "the slow request in flight", 5*time.Second, func() bool { return e.appStatus("web").InFlight == 1 })
+	e.daemon.Process.Signal(syscall.SIGTERM)
+	if code := <-done; code != 200 {
+		t.Fatalf("in-flight request during shutdown answered %d, want 200", code)
+	}
+	select {
+	case <-e.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("daemon still running 20s after SIGTERM")
+	}
+	if code := e.daemon.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("daemon exit %d after SIGTERM, want 0", code)
+	}
+	if syscall.Kill(pid, 0) == nil {
+		t.Fatalf("app pid %d outlived the daemon's shutdown", pid)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "run", "web", "current.sock")); !os.IsNotExist(err) {
+		t.Fatalf("current.sock left after shutdown: %v", err)
+	}
+}
+
+// An app that can only listen on TCP ({port}) swaps under load with no
+// failed request: the swap moves traffic in the proxy instead of by rename.
+func TestPortAppSwapUnderLoad(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(`[deployer]
+listen = "%ADDR%"
+state_dir = "run"
+drain_timeout = "5s"
+
+[apps.web]
+command = ["` + helloBin + `", "-addr", "127.0.0.1:{port}", "-version", "{version}"]
+version = "v1"
+settle = "100ms"
+`)
+	e.start()
+	if a := e.appStatus("web").Instances[0].Socket; !strings.HasPrefix(a, "127.0.0.1:") {
+		t.Fatalf("instance address %q, want a loopback port", a)
+	}
+	l := startLoad(t, e.url("/"), 16)
+	for i := 0; i < 6; i++ {
+		v := []string{"v2", "v1"}[i%2]
+		e.mustCLI("swap", v)
+		if code, _, h := e.get("/"); code != 200 || h.Get("X-Version") != v {
+			t.Fatalf("after swap to %s: %d from %q", v, code, h.Get("X-Version"))
+		}
+	}
+	got := l.finish()
+	t.Logf("{port} app, 6 swaps: %s", got)
+	if got.failures() != 0 {
+		t.Fatalf("failed requests: %s", got)
 	}
 }
