@@ -135,6 +135,8 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	if c.route.strip {
 		stripURLPath(pr.Out.URL, c.route.prefix)
 	}
+	// Behind a unix-socket listener RemoteAddr has no port, and
+	// SetXForwarded then sets no X-Forwarded-For (PITFALLS).
 	pr.SetXForwarded()
 	id := pr.Out.Header.Get("X-Request-Id")
 	if id == "" {

@@ -100,7 +100,7 @@ func newVersion(name string) *version {
 	return v
 }
 
-// sameTargets reports whether v's instances are exactly targets.
+// sameTargetsLocked reports whether v's instances are exactly targets.
 func (v *version) sameTargetsLocked(targets []Target) bool {
 	if len(v.instances) != len(targets) {
 		return false

@@ -221,12 +221,21 @@ func (a *App) activate(v, old *version) error {
 			if old != nil {
 				a.d.proxy.Serve(a.name, old.key, targets(old))
 			}
+			a.forget(v)
 			return fmt.Errorf("supervisor: moving %s to %s: %w", a.layout().Stable(a.name, i), ep.addr, err)
 		}
 	}
 	// A version with fewer instances than the last one leaves extra stable
 	// paths pointing at the old version: remove them once it is gone (drain).
 	return nil
+}
+
+// forget drops a version that the proxy served only for a moment (its
+// activation failed): anything it took is cut at once.
+func (a *App) forget(v *version) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	a.d.proxy.Retire(ctx, a.name, v.key)
 }
 
 // restoreStable points the first n stable paths back at old's sockets.
