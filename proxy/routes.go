@@ -221,6 +221,13 @@ func hostWithoutPort(h string) string {
 	return h
 }
 
+// ValidateRoutes reports whether SetRoutes would accept routes, without
+// changing anything: for checking a config before applying it.
+func ValidateRoutes(routes []Route) error {
+	_, err := compileRoutes(routes)
+	return err
+}
+
 // SetRoutes replaces the routing table with routes, atomically: a request
 // sees either the old table or the new one. Routes are validated first; on
 // an error (ErrInvalidRoute, ErrDuplicateRoute) the table is unchanged. A

@@ -20,8 +20,8 @@ import "time"
 // APIError is the body of every non-2xx control answer.
 type APIError struct {
 	Error string `json:"error"`
-	// Code is a stable machine-readable reason: "unknown_app", "swap_running",
-	// "bad_request", "not_running", "internal".
+	// Code is a stable machine-readable reason: "unknown_app", "bad_request",
+	// "swap_running", "no_previous", "not_serving", "internal" (apiStatus).
 	Code string `json:"code"`
 }
 
@@ -59,6 +59,9 @@ type Result struct {
 type Status struct {
 	Apps []AppStatus `json:"apps"`
 	Load LoadStatus  `json:"load"`
+	// ConfigError is set while deploy.toml on disk is invalid: the daemon
+	// runs on the last valid config.
+	ConfigError string `json:"config_error,omitempty"`
 }
 
 type AppStatus struct {
@@ -71,6 +74,10 @@ type AppStatus struct {
 	Held      int              `json:"held"`
 	Versions  []VersionStatus  `json:"versions"`
 	LastError string           `json:"last_error,omitempty"`
+	// Pending lists process settings (command, env, dir, instances, stop
+	// settings) changed in deploy.toml since the serving version was
+	// launched: they take effect at the next swap or restart.
+	Pending []string `json:"pending,omitempty"`
 }
 
 type InstanceStatus struct {
@@ -78,7 +85,7 @@ type InstanceStatus struct {
 	PID      int     `json:"pid"`
 	Socket   string  `json:"socket"`
 	Version  string  `json:"version"`
-	Healthy  bool    `json:"healthy"`
+	Healthy  bool    `json:"healthy"` // in rotation: passing health checks, process up
 	Restarts int     `json:"restarts"`
 	CPU      float64 `json:"cpu_percent"`
 	RSS      int64   `json:"rss_bytes"`

@@ -62,18 +62,22 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
-	names := d.names
+	apps := d.appList()
 	if n := r.URL.Query().Get("app"); n != "" {
-		if _, err := d.app(n); err != nil {
+		a, err := d.app(n)
+		if err != nil {
 			writeError(w, err)
 			return
 		}
-		names = []string{n}
+		apps = []*App{a}
 	}
 	st := Status{Apps: []AppStatus{}, Load: readLoad()}
-	for _, n := range names {
-		st.Apps = append(st.Apps, d.apps[n].Status())
+	for _, a := range apps {
+		st.Apps = append(st.Apps, a.Status())
 	}
+	d.mu.RLock()
+	st.ConfigError = d.reloadErr
+	d.mu.RUnlock()
 	writeJSON(w, http.StatusOK, st)
 }
 

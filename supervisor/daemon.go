@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -31,13 +32,18 @@ type DaemonOptions struct {
 
 // Daemon is the running deployer: supervisor, control API and proxy.
 type Daemon struct {
-	cfg    *Config
 	opts   DaemonOptions
 	log    *slog.Logger
-	layout sockets.Layout
+	layout sockets.Layout // state_dir cannot change on a running daemon
 	proxy  *proxy.Proxy
-	apps   map[string]*App
-	names  []string
+	holds  *sockets.HoldWatcher
+
+	// mu guards the config and the app set, which a reload of deploy.toml
+	// changes.
+	mu        sync.RWMutex
+	cfg       *Config
+	apps      map[string]*App
+	reloadErr string // set while deploy.toml on disk is invalid
 
 	// ctx ends when the daemon begins to shut down: no more boots or crash
 	// restarts. Drains use their own deadlines.
@@ -61,6 +67,10 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 	if opts.OnlyApp != "" && cfg.Apps[opts.OnlyApp] == nil {
 		return nil, fmt.Errorf("%w: no app %q in %s", ErrUnknownApp, opts.OnlyApp, cfg.Path)
 	}
+	routes, err := routesOf(cfg)
+	if err != nil {
+		return nil, err
+	}
 	d := &Daemon{
 		cfg:      cfg,
 		opts:     opts,
@@ -68,19 +78,13 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 		layout:   sockets.Layout{StateDir: cfg.Deployer.StateDir},
 		proxy:    proxy.New(proxy.Options{Logger: opts.Logger}),
 		apps:     make(map[string]*App),
-		names:    cfg.AppNames(),
 		shutdown: make(chan struct{}),
 		procs:    newProcSampler(),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	var routes []proxy.Route
-	for _, name := range d.names {
-		ac := cfg.Apps[name]
-		d.apps[name] = newApp(d, ac)
-		d.proxy.SetApp(name, proxy.AppOptions{QueueTimeout: cfg.Deployer.QueueTimeout, MaxQueued: cfg.Deployer.MaxQueued})
-		for _, h := range ac.Hosts {
-			routes = append(routes, proxy.Route{Host: h, Path: ac.Path, App: name, StripPath: ac.StripPath})
-		}
+	for _, name := range cfg.AppNames() {
+		d.apps[name] = newApp(d, cfg.Apps[name])
+		d.proxy.SetApp(name, appOptions(cfg))
 	}
 	if err := d.proxy.SetRoutes(routes); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
@@ -88,10 +92,34 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 	return d, nil
 }
 
+// appOptions are the proxy's settings for every app of cfg.
+func appOptions(cfg *Config) proxy.AppOptions {
+	return proxy.AppOptions{QueueTimeout: cfg.Deployer.QueueTimeout, MaxQueued: cfg.Deployer.MaxQueued}
+}
+
+// config returns the config in force.
+func (d *Daemon) config() *Config {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.cfg
+}
+
+// appList returns the apps, sorted by name.
+func (d *Daemon) appList() []*App {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	list := make([]*App, 0, len(d.apps))
+	for _, a := range d.apps {
+		list = append(list, a)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].name < list[j].name })
+	return list
+}
+
 // ErrUnknownApp is returned for an app name deploy.toml does not define.
 var ErrUnknownApp = errors.New("supervisor: unknown app")
 
-func (d *Daemon) cfgDir() string { return d.cfg.Dir }
+func (d *Daemon) cfgDir() string { return d.config().Dir }
 
 func (d *Daemon) settle(cfg *AppConfig) time.Duration { return cfg.Settle }
 
@@ -99,7 +127,8 @@ func (d *Daemon) settle(cfg *AppConfig) time.Duration { return cfg.Settle }
 // stops the apps and returns.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.cancel()
-	if err := os.MkdirAll(d.cfg.Deployer.StateDir, 0o755); err != nil {
+	cfg := d.config()
+	if err := os.MkdirAll(cfg.Deployer.StateDir, 0o755); err != nil {
 		return fmt.Errorf("supervisor: state dir: %w", err)
 	}
 	ctrlL, err := d.listenControl()
@@ -111,7 +140,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer ctrl.Close()
 
 	var pub *http.Server
-	if addr := d.cfg.Deployer.Listen; addr != "" {
+	if addr := cfg.Deployer.Listen; addr != "" {
 		l, err := d.opts.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("supervisor: listen %s: %w", addr, err)
@@ -127,7 +156,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	holds, err := sockets.NewHoldWatcher(d.layout, func(app string, held bool) {
-		if a := d.apps[app]; a != nil {
+		if a, err := d.app(app); err == nil {
 			a.setPaused(held)
 		}
 	}, d.log)
@@ -135,21 +164,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("supervisor: watching hold files: %w", err)
 	}
 	defer holds.Close()
-	for _, name := range d.names {
-		if err := holds.Add(name); err != nil {
-			return fmt.Errorf("supervisor: app dir of %s: %w", name, err)
+	d.holds = holds
+	for _, a := range d.appList() {
+		if err := holds.Add(a.name); err != nil {
+			return fmt.Errorf("supervisor: app dir of %s: %w", a.name, err)
 		}
+	}
+	if err := d.watchConfig(d.ctx); err != nil {
+		return fmt.Errorf("supervisor: watching %s: %w", cfg.Path, err)
 	}
 	if d.opts.Ready != nil {
 		if err := d.opts.Ready(); err != nil {
 			return fmt.Errorf("supervisor: ready: %w", err)
 		}
 	}
-	d.log.Info("deployer started", "config", d.cfg.Path, "control", d.layout.ControlSocket(), "pid", os.Getpid())
+	d.log.Info("deployer started", "config", cfg.Path, "control", d.layout.ControlSocket(), "pid", os.Getpid())
 
-	for _, name := range d.names {
-		if d.opts.OnlyApp == "" || d.opts.OnlyApp == name {
-			go d.boot(d.apps[name])
+	for _, a := range d.appList() {
+		if d.opts.OnlyApp == "" || d.opts.OnlyApp == a.name {
+			go d.boot(a)
 		}
 	}
 
@@ -172,7 +205,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			pub.Shutdown(sctx)
 		}()
 	}
-	for _, a := range d.apps {
+	for _, a := range d.appList() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -184,9 +217,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// Nothing serves any more: the stable paths and the control socket go,
 	// so an outer proxy or a client finds no socket rather than one that
 	// nobody accepts on.
-	for _, name := range d.names {
+	for _, a := range d.appList() {
 		for i := 0; i < MaxInstances; i++ {
-			sockets.Unlink(d.layout.Stable(name, i))
+			sockets.Unlink(d.layout.Stable(a.name, i))
 		}
 	}
 	sockets.Unlink(d.layout.ControlSocket())
@@ -239,8 +272,9 @@ func (d *Daemon) boot(a *App) {
 }
 
 func (d *Daemon) maxDrain() time.Duration {
-	m := d.cfg.Deployer.DrainTimeout
-	for _, a := range d.cfg.Apps {
+	cfg := d.config()
+	m := cfg.Deployer.DrainTimeout
+	for _, a := range cfg.Apps {
 		m = max(m, a.DrainTimeout+a.StopTimeout)
 	}
 	return m
@@ -252,9 +286,11 @@ func (d *Daemon) requestShutdown() {
 }
 
 func (d *Daemon) app(name string) (*App, error) {
+	d.mu.RLock()
 	a := d.apps[name]
+	d.mu.RUnlock()
 	if a == nil {
-		return nil, fmt.Errorf("%w %q (apps: %v)", ErrUnknownApp, name, d.names)
+		return nil, fmt.Errorf("%w %q (apps: %v)", ErrUnknownApp, name, d.config().AppNames())
 	}
 	return a, nil
 }

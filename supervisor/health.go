@@ -89,7 +89,8 @@ func waitReady(ctx context.Context, p *process, ep endpoint, health string, sett
 			return exited(fmt.Errorf("socket %s did not appear: %w", ep.addr, err))
 		}
 	}
-	lastErr := errors.New("no health check made")
+	noCheck := errors.New("no health check made")
+	lastErr := noCheck
 	interval := 25 * time.Millisecond
 	var healthySince time.Time
 	for {
@@ -98,6 +99,12 @@ func waitReady(ctx context.Context, p *process, ep endpoint, health string, sett
 			return exited(err)
 		}
 		switch {
+		case ctx.Err() != nil:
+			// The deadline cut this check short, which says nothing about
+			// the app: an earlier check's answer stays the one reported.
+			if lastErr == noCheck && healthySince.IsZero() {
+				lastErr = err
+			}
 		case err == nil && healthySince.IsZero():
 			healthySince = time.Now()
 			interval = 100 * time.Millisecond
@@ -112,6 +119,11 @@ func waitReady(ctx context.Context, p *process, ep endpoint, health string, sett
 		case <-ctx.Done():
 			if p.exited() {
 				return exited(nil)
+			}
+			if !healthySince.IsZero() {
+				// Passing, but not for long enough: lastErr, if any, is
+				// from before and not the reason.
+				return fmt.Errorf("healthy for %s, less than settle (%s)", time.Since(healthySince).Round(time.Millisecond), settle)
 			}
 			return fmt.Errorf("last health check: %v", lastErr)
 		case <-time.After(interval):

@@ -137,7 +137,7 @@ func (p *process) exitDescription() string {
 	var ee *exec.ExitError
 	if errors.As(p.exitErr, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return "killed by " + ws.Signal().String()
+			return "killed by " + signalName(ws.Signal())
 		}
 		return "exited with status " + strconv.Itoa(ee.ExitCode())
 	}
@@ -145,6 +145,17 @@ func (p *process) exitDescription() string {
 		return p.exitErr.Error()
 	}
 	return "exited with status 0"
+}
+
+// signalName names sig the way kill -l does ("SIGKILL"). Signal.String is
+// strsignal(3)'s description, which read "killed by killed".
+func signalName(sig syscall.Signal) string {
+	for name, s := range stopSignals {
+		if s == sig {
+			return "SIG" + name
+		}
+	}
+	return fmt.Sprintf("signal %d (%s)", int(sig), sig)
 }
 
 // stop sends sig to the process group, then SIGKILL to the group after
@@ -182,8 +193,31 @@ func (p *process) kill() {
 	<-p.done
 }
 
+// groupAlive reports whether a process of group pgid still runs. kill(2)
+// succeeds on zombies too, and a member orphaned by the leader's exit stays
+// a zombie until its new parent reaps it: late with some container inits,
+// never when deployer is PID 1 itself. Zombies hold nothing, so they do not
+// count; /proc says which members are zombies.
 func groupAlive(pgid int) bool {
-	return syscall.Kill(-pgid, 0) == nil
+	if syscall.Kill(-pgid, 0) != nil {
+		return false
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return true // cannot tell zombies apart: trust kill
+	}
+	group := strconv.Itoa(pgid)
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		// f[0] is the state (Z zombie, X dead), f[2] the process group.
+		if f := readStat(pid); len(f) > 2 && f[2] == group && f[0] != "Z" && f[0] != "X" {
+			return true
+		}
+	}
+	return false
 }
 
 // appEnv builds an app process's environment: the daemon's own, without

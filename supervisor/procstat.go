@@ -78,19 +78,9 @@ func groupUsage(pgid int) (ticks uint64, rss int64, start float64, ok bool) {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// The command name may hold spaces and parentheses: fields start
-		// after the last ')'.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
 		// f[0] is field 3 (state); pgrp is field 5, utime 14, stime 15,
 		// starttime 22, rss 24.
+		f := readStat(pid)
 		if len(f) < 22 {
 			continue
 		}
@@ -109,6 +99,22 @@ func groupUsage(pgid int) (ticks uint64, rss int64, start float64, ok bool) {
 		ok = true
 	}
 	return ticks, rss, start, ok
+}
+
+// readStat returns the fields of /proc/<pid>/stat from field 3 (state) on,
+// or nil when pid is gone.
+func readStat(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	// The command name may hold spaces and parentheses: fields start after
+	// the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
 }
 
 func uptime() float64 {

@@ -37,7 +37,8 @@ func (d *Daemon) saveState() {
 	d.stateMu.Lock()
 	defer d.stateMu.Unlock()
 	sf := stateFile{Written: time.Now().UTC(), PID: os.Getpid(), Apps: make(map[string]stateApp)}
-	for name, a := range d.apps {
+	for _, a := range d.appList() {
+		name := a.name
 		a.mu.Lock()
 		sa := stateApp{Previous: a.previous, Paused: a.paused}
 		if v := a.serving; v != nil {

@@ -35,6 +35,7 @@ func (a *App) Status() AppStatus {
 		st.State = StateDraining
 	}
 	if serving != nil {
+		st.Pending = pendingChanges(serving.cfg, a.cfg.Load())
 		st.Version = serving.name
 		st.Versions = append(st.Versions, VersionStatus{Version: serving.name, State: StateServing, InFlight: stats.InFlight[serving.key]})
 		for _, in := range serving.instances {

@@ -1,0 +1,337 @@
+package supervisor
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"net"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/deployer/deployer/sockets"
+)
+
+// deployer validates [deployer] and fills in its defaults. A relative
+// state_dir is made absolute against dir, the directory of deploy.toml.
+func (l *loader) deployer(raw rawDeployer, dir string) DeployerConfig {
+	d := defaultDeployer()
+	key := func(k string) toml.Key { return toml.Key{"deployer", k} }
+	if l.defined(key("listen")) {
+		d.Listen = raw.Listen
+		if d.Listen != "" {
+			if _, port, err := net.SplitHostPort(d.Listen); err != nil || port == "" {
+				l.addf(key("listen"), `deployer.listen %q: want host:port such as "127.0.0.1:8080", or "" for no proxy`, d.Listen)
+			}
+		}
+	}
+	if l.defined(key("state_dir")) {
+		d.StateDir = raw.StateDir
+		if d.StateDir == "" {
+			l.addf(key("state_dir"), "deployer.state_dir must not be empty")
+		}
+	}
+	if !filepath.IsAbs(d.StateDir) {
+		d.StateDir = filepath.Join(dir, d.StateDir)
+	}
+	d.StateDir = filepath.Clean(d.StateDir)
+	d.QueueTimeout = l.duration(key("queue_timeout"), raw.QueueTimeout, d.QueueTimeout)
+	d.DrainTimeout = l.duration(key("drain_timeout"), raw.DrainTimeout, d.DrainTimeout)
+	if l.defined(key("max_queued")) {
+		d.MaxQueued = raw.MaxQueued
+		if d.MaxQueued < 1 {
+			l.addf(key("max_queued"), "deployer.max_queued must be at least 1, not %d", d.MaxQueued)
+		}
+	}
+	if n := len(controlSocket(d.StateDir)); n > sockets.MaxPathLen {
+		l.addf(key("state_dir"), "control socket path %q is %d bytes, more than the %d a unix socket allows: use a shorter state_dir",
+			controlSocket(d.StateDir), n, sockets.MaxPathLen)
+	}
+	return d
+}
+
+var appNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+
+// apps validates every [apps.NAME] and adds it to cfg with defaults filled in.
+func (l *loader) apps(cfg *Config, raws map[string]rawApp) {
+	if len(raws) == 0 {
+		l.addf(toml.Key{"apps"}, "no apps defined: add an [apps.NAME] table")
+		return
+	}
+	order := l.appOrder(raws)
+	for _, name := range order {
+		cfg.Apps[name] = l.app(name, raws[name], cfg.Deployer)
+	}
+	l.routes(cfg, order)
+}
+
+// appOrder returns the app names in the order the file defines them, so
+// that a conflict is reported at the later app.
+func (l *loader) appOrder(raws map[string]rawApp) []string {
+	var names []string
+	for _, key := range l.md.Keys() {
+		if len(key) >= 2 && key[0] == "apps" && !slices.Contains(names, key[1]) {
+			if _, ok := raws[key[1]]; ok {
+				names = append(names, key[1])
+			}
+		}
+	}
+	return names
+}
+
+// app validates one app and fills in its defaults. Problems are recorded;
+// the result is then only good for further checks.
+func (l *loader) app(name string, raw rawApp, d DeployerConfig) *AppConfig {
+	a := defaultApp(name, d)
+	table := toml.Key{"apps", name}
+	key := func(k string) toml.Key { return toml.Key{"apps", name, k} }
+	prefix := table.String() + "."
+
+	if !appNameRE.MatchString(name) {
+		l.addf(table, "app name %q: want 1 to 32 characters of a-z 0-9 _ -, starting with a letter or digit (it names a directory)", name)
+	}
+	switch {
+	case !l.defined(key("command")):
+		l.addf(table, "app %q has no command", name)
+	case len(raw.Command) == 0 || raw.Command[0] == "":
+		l.addf(key("command"), "%scommand must name a program", prefix)
+	}
+	a.Command = raw.Command
+	if !l.defined(key("version")) {
+		l.addf(table, "app %q has no version: set the version `deployer start` launches", name)
+	} else if problem := versionProblem(raw.Version); problem != "" {
+		l.addf(key("version"), "%sversion %q: %s", prefix, raw.Version, problem)
+	}
+	a.Version = raw.Version
+	if l.defined(key("dir")) {
+		a.Dir = raw.Dir
+		if a.Dir == "" {
+			l.addf(key("dir"), `%sdir must not be empty: "." is the directory of deploy.toml`, prefix)
+		}
+	}
+	maps.Copy(a.Env, raw.Env)
+	if l.defined(key("hosts")) {
+		a.Hosts = raw.Hosts
+		if len(a.Hosts) == 0 {
+			l.addf(key("hosts"), `%shosts must not be empty: "*" matches any host`, prefix)
+		}
+		for _, h := range a.Hosts {
+			if problem := hostProblem(h); problem != "" {
+				l.addf(key("hosts"), "%shosts entry %q: %s", prefix, h, problem)
+			}
+		}
+	}
+	if l.defined(key("path")) {
+		a.Path = raw.Path
+		if !strings.HasPrefix(a.Path, "/") {
+			l.addf(key("path"), "%spath %q must start with /", prefix, a.Path)
+		}
+	}
+	a.StripPath = raw.StripPath
+	if l.defined(key("health")) {
+		a.Health = raw.Health
+		if a.Health != "" && !strings.HasPrefix(a.Health, "/") {
+			l.addf(key("health"), `%shealth %q must start with /, or be "" to only check that the socket accepts`, prefix, a.Health)
+		}
+	}
+	if l.defined(key("instances")) {
+		a.Instances = raw.Instances
+		if a.Instances < 1 || a.Instances > MaxInstances {
+			l.addf(key("instances"), "%sinstances must be 1 to %d, not %d", prefix, MaxInstances, a.Instances)
+		}
+	}
+	a.ReadyTimeout = l.duration(key("ready_timeout"), raw.ReadyTimeout, a.ReadyTimeout)
+	switch d, err := time.ParseDuration(raw.Settle.text); {
+	case !l.defined(key("settle")) || err != nil || d > 0:
+		a.Settle = l.duration(key("settle"), raw.Settle, a.Settle)
+	case d == 0:
+		a.Settle = 0 // "0s": no settle time, unlike other durations
+	default:
+		l.addf(key("settle"), `%ssettle = %q must not be negative: "0s" moves traffic at the first passing health check`, prefix, raw.Settle.text)
+	}
+	switch {
+	case a.Settle < a.ReadyTimeout:
+	case l.defined(key("settle")):
+		l.addf(key("settle"), "%ssettle (%s) must be shorter than ready_timeout (%s)", prefix, a.Settle, a.ReadyTimeout)
+	default:
+		// Left out, settle has no line of its own: report the problem where
+		// the file sets ready_timeout, so it too comes with file:line.
+		l.addf(key("ready_timeout"), "%ssettle (%s, the default) must be shorter than ready_timeout (%s): set settle too", prefix, a.Settle, a.ReadyTimeout)
+	}
+	a.DrainTimeout = l.duration(key("drain_timeout"), raw.DrainTimeout, a.DrainTimeout)
+	a.StopTimeout = l.duration(key("stop_timeout"), raw.StopTimeout, a.StopTimeout)
+	if l.defined(key("stop_signal")) {
+		sig, ok := parseSignal(raw.StopSignal)
+		if !ok {
+			l.addf(key("stop_signal"), "%sstop_signal %q: want one of %s", prefix, raw.StopSignal, signalNames)
+		}
+		a.StopSignal = sig
+	}
+	l.placeholders(a)
+	l.socketPaths(a, d.StateDir)
+	return a
+}
+
+// defined reports whether key is set in the file.
+func (l *loader) defined(key toml.Key) bool { return l.md.IsDefined(key...) }
+
+// duration parses a duration key, or returns def when the key is absent.
+// A value that is not a string was already reported by checkKeys.
+func (l *loader) duration(key toml.Key, d duration, def time.Duration) time.Duration {
+	if !l.defined(key) || l.md.Type(key...) != "String" {
+		return def
+	}
+	got, err := time.ParseDuration(d.text)
+	switch {
+	case err != nil:
+		l.addf(key, `%s = %q is not a duration: write e.g. "30s", "1m30s" or "500ms"`, key.String(), d.text)
+		return def
+	case got <= 0:
+		l.addf(key, "%s = %q must be more than zero", key.String(), d.text)
+		return def
+	}
+	return got
+}
+
+// hostProblem says what is wrong with a hosts entry, or "".
+func hostProblem(h string) string {
+	name := h
+	switch {
+	case h == "":
+		return `must not be empty ("*" matches any host)`
+	case h == "*":
+		return ""
+	case strings.HasPrefix(h, "*."):
+		name = h[2:]
+	}
+	if strings.Contains(name, "*") {
+		return `the only wildcards are "*" alone and a leading "*." as in "*.example.com"`
+	}
+	if strings.HasPrefix(name, "[") && strings.HasSuffix(name, "]") && net.ParseIP(name[1:len(name)-1]) != nil {
+		return "" // an IPv6 literal, as it appears in a Host header
+	}
+	if strings.Contains(name, ":") {
+		return "no port allowed: hosts match the Host header without its port"
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "" {
+			return "not a host name: empty label"
+		}
+		for _, r := range label {
+			if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_') {
+				return fmt.Sprintf("not a host name: %q is not allowed", r)
+			}
+		}
+	}
+	return ""
+}
+
+// stopSignals are the signals stop_signal may name, without "SIG".
+var stopSignals = map[string]syscall.Signal{
+	"TERM":  syscall.SIGTERM,
+	"INT":   syscall.SIGINT,
+	"QUIT":  syscall.SIGQUIT,
+	"HUP":   syscall.SIGHUP,
+	"USR1":  syscall.SIGUSR1,
+	"USR2":  syscall.SIGUSR2,
+	"KILL":  syscall.SIGKILL,
+	"WINCH": syscall.SIGWINCH,
+}
+
+const signalNames = "SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGKILL, SIGWINCH"
+
+// parseSignal accepts "SIGTERM", "TERM", "sigterm", ... for the stopSignals.
+func parseSignal(s string) (syscall.Signal, bool) {
+	sig, ok := stopSignals[strings.TrimPrefix(strings.ToUpper(s), "SIG")]
+	return sig, ok
+}
+
+// placeholderRE finds what looks like a placeholder: a lowercase name in
+// braces. Upper-case names are not matched, so a shell's ${HOME} passes.
+var placeholderRE = regexp.MustCompile(`\{[a-z][a-z0-9_]*\}`)
+
+var knownPlaceholders = []string{"{app}", "{version}", "{socket}", "{port}", "{instance}"}
+
+// placeholders reports unknown placeholders in command, dir and env, and an
+// app that uses both {port} and {socket}.
+func (l *loader) placeholders(a *AppConfig) {
+	check := func(key toml.Key, s string) {
+		for _, p := range placeholderRE.FindAllString(s, -1) {
+			if !slices.Contains(knownPlaceholders, p) {
+				l.addf(key, "%s: unknown placeholder %s in %q: want one of %s", key.String(), p, s, strings.Join(knownPlaceholders, " "))
+			}
+		}
+	}
+	for _, s := range a.Command {
+		check(toml.Key{"apps", a.Name, "command"}, s)
+	}
+	check(toml.Key{"apps", a.Name, "dir"}, a.Dir)
+	for _, k := range slices.Sorted(maps.Keys(a.Env)) {
+		check(toml.Key{"apps", a.Name, "env", k}, a.Env[k])
+	}
+	usesSocket := slices.ContainsFunc(a.placeholderFields(), func(s string) bool {
+		return strings.Contains(s, "{socket}")
+	})
+	if usesSocket && a.UsesPort() {
+		l.addf(toml.Key{"apps", a.Name}, "app %q uses both {port} and {socket}: an app listens either on a TCP port or on a socket", a.Name)
+	}
+}
+
+// socketPaths checks that every socket path of the app fits in sun_path
+// (PITFALLS: 108 bytes with the NUL): the unique bind path of its configured
+// version at its largest instance index, and its stable paths.
+func (l *loader) socketPaths(a *AppConfig, stateDir string) {
+	last := max(a.Instances, 1) - 1
+	paths := []string{stableSocket(stateDir, a.Name, last)}
+	if versionProblem(a.Version) == "" {
+		paths = append(paths, uniqueSocket(stateDir, a.Name, a.Version, last))
+	}
+	longest := slices.MaxFunc(paths, func(x, y string) int { return cmp.Compare(len(x), len(y)) })
+	if len(longest) > sockets.MaxPathLen {
+		l.addf(toml.Key{"apps", a.Name}, "socket path %q of app %q is %d bytes (X stands for the random part), more than the %d a unix socket allows: use a shorter state_dir, app name or version",
+			longest, a.Name, len(longest), sockets.MaxPathLen)
+	}
+}
+
+// The socket layout, mirroring sockets.Layout (ControlSocket, Stable,
+// UniqueLen) so that validation does not depend on it; keep them in step.
+// The random part of a unique name is shown as X's.
+
+func controlSocket(stateDir string) string { return filepath.Join(stateDir, "deployer.sock") }
+
+func stableSocket(stateDir, app string, instance int) string {
+	if instance == 0 {
+		return filepath.Join(stateDir, app, "current.sock")
+	}
+	return filepath.Join(stateDir, app, fmt.Sprintf("current-%d.sock", instance))
+}
+
+func uniqueSocket(stateDir, app, version string, instance int) string {
+	name := fmt.Sprintf("%s-%d-%s.sock", version, instance, strings.Repeat("X", sockets.UniqueSuffixLen))
+	return filepath.Join(stateDir, app, name)
+}
+
+// routes reports two apps that claim the same host pattern and path prefix:
+// the proxy could not tell which one a request is for. Hosts compare
+// case-insensitively, paths without a trailing slash. order is the apps in
+// file order, so the conflict is reported at the later one.
+func (l *loader) routes(cfg *Config, order []string) {
+	type route struct{ host, path string }
+	owner := make(map[route]string)
+	for _, name := range order {
+		a := cfg.Apps[name]
+		for _, h := range a.Hosts {
+			r := route{strings.ToLower(h), strings.TrimSuffix(a.Path, "/")}
+			if first, ok := owner[r]; ok && first != name {
+				l.addf(toml.Key{"apps", name}, "apps %q and %q both serve host %q path %q", first, name, h, a.Path)
+				continue
+			}
+			owner[r] = name
+		}
+	}
+}

@@ -1,0 +1,262 @@
+package supervisor
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// newTestDaemon returns a Daemon for one app, web, that is never started:
+// only handlers that need no running app may be called.
+func newTestDaemon(t *testing.T) *Daemon {
+	t.Helper()
+	stateDir := socketDir(t)
+	cfg := loadString(t, fmt.Sprintf(`
+[deployer]
+state_dir = %q
+[apps.web]
+command = ["/bin/false"]
+version = "v1"
+`, stateDir))
+	d, err := NewDaemon(cfg, DaemonOptions{Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err != nil {
+		t.Fatalf("NewDaemon: %v", err)
+	}
+	t.Cleanup(d.cancel)
+	return d
+}
+
+// do sends a request to d's control handler.
+func do(t *testing.T, d *Daemon, method, target, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	var r *http.Request
+	if body == "" {
+		r = httptest.NewRequest(method, "http://deployer"+target, nil)
+	} else {
+		r = httptest.NewRequest(method, "http://deployer"+target, strings.NewReader(body))
+	}
+	w := httptest.NewRecorder()
+	d.controlHandler().ServeHTTP(w, r)
+	return w
+}
+
+// decode decodes w's JSON body into v, checking the status and content type.
+func decode(t *testing.T, w *httptest.ResponseRecorder, status int, v any) {
+	t.Helper()
+	if w.Code != status {
+		t.Fatalf("status: got %d, want %d; body %s", w.Code, status, w.Body)
+	}
+	if ct := w.Header().Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type: got %q, want application/json", ct)
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), v); err != nil {
+		t.Fatalf("body %s: %v", w.Body, err)
+	}
+}
+
+func keys(m map[string]any) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// TestControlStatus checks the JSON shape of GET /v1/status, the contract of
+// `deployer status --json`, for an app that has not started.
+func TestControlStatus(t *testing.T) {
+	d := newTestDaemon(t)
+	for _, target := range []string{"/v1/status", "/v1/status?app=web"} {
+		var got map[string]any
+		decode(t, do(t, d, "GET", target, ""), http.StatusOK, &got)
+		if k := keys(got); !slices.Equal(k, []string{"apps", "load"}) {
+			t.Errorf("%s: keys %q, want apps, load", target, k)
+		}
+		load, _ := got["load"].(map[string]any)
+		if k := keys(load); !slices.Equal(k, []string{"load1", "load15", "load5"}) {
+			t.Errorf("%s: load keys %q, want load1, load5, load15", target, k)
+		}
+		apps, _ := got["apps"].([]any)
+		if len(apps) != 1 {
+			t.Fatalf("%s: apps %v, want one", target, got["apps"])
+		}
+		app, _ := apps[0].(map[string]any)
+		// last_error is left out while there is none.
+		want := []string{"held", "in_flight", "instances", "name", "previous", "state", "version", "versions"}
+		if k := keys(app); !slices.Equal(k, want) {
+			t.Errorf("%s: app keys %q, want %q", target, k, want)
+		}
+		for k, v := range map[string]any{"name": "web", "state": StateStopped, "version": "", "previous": "", "in_flight": 0.0, "held": 0.0} {
+			if app[k] != v {
+				t.Errorf("%s: %s = %#v, want %#v", target, k, app[k], v)
+			}
+		}
+		// Empty lists are [], not null: scripts may iterate them.
+		for _, k := range []string{"instances", "versions"} {
+			if l, ok := app[k].([]any); !ok || len(l) != 0 {
+				t.Errorf("%s: %s = %#v, want []", target, k, app[k])
+			}
+		}
+	}
+}
+
+func TestControlErrors(t *testing.T) {
+	d := newTestDaemon(t)
+	tests := []struct {
+		name, method, target, body string
+		status                     int
+		code                       string
+	}{
+		{"status of unknown app", "GET", "/v1/status?app=nope", "", 404, "unknown_app"},
+		{"swap of unknown app", "POST", "/v1/apps/nope/swap", `{"version":"v2"}`, 404, "unknown_app"},
+		{"pause of unknown app", "POST", "/v1/apps/nope/pause", "", 404, "unknown_app"},
+		{"logs of unknown app", "GET", "/v1/apps/nope/logs", "", 404, "unknown_app"},
+		{"bad version", "POST", "/v1/apps/web/swap", `{"version":"../v2"}`, 400, "bad_request"},
+		{"swap without version", "POST", "/v1/apps/web/swap", `{}`, 400, "bad_request"},
+		{"bad JSON", "POST", "/v1/apps/web/swap", `{"version":`, 400, "bad_request"},
+		{"version not a string", "POST", "/v1/apps/web/swap", `{"version":2}`, 400, "bad_request"},
+		{"unknown op", "POST", "/v1/apps/web/frobnicate", "", 400, "bad_request"},
+		{"logs with a bad n", "GET", "/v1/apps/web/logs?n=-1", "", 400, "bad_request"},
+		{"unknown endpoint", "GET", "/v2/status", "", 400, "bad_request"},
+		{"wrong method", "GET", "/v1/apps/web/swap", "", 400, "bad_request"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got APIError
+			decode(t, do(t, d, tt.method, tt.target, tt.body), tt.status, &got)
+			if got.Code != tt.code || got.Error == "" {
+				t.Errorf("got %+v, want code %q and a message", got, tt.code)
+			}
+		})
+	}
+}
+
+// TestControlPauseResume checks that pause and resume answer the app's
+// Status and create and remove the hold file, and that state.json follows.
+func TestControlPauseResume(t *testing.T) {
+	d := newTestDaemon(t)
+	hold := filepath.Join(d.cfg.Deployer.StateDir, "web", "hold")
+	statePath := filepath.Join(d.cfg.Deployer.StateDir, "state.json")
+	for _, step := range []struct {
+		op   string
+		held bool
+	}{{"pause", true}, {"pause", true}, {"resume", false}, {"resume", false}} {
+		var got AppStatus
+		decode(t, do(t, d, "POST", "/v1/apps/web/"+step.op, ""), http.StatusOK, &got)
+		if got.Name != "web" || got.State != StateStopped {
+			t.Errorf("%s: got name %q state %q, want web, %s (nothing serves)", step.op, got.Name, got.State, StateStopped)
+		}
+		if _, err := os.Stat(hold); (err == nil) != step.held {
+			t.Errorf("%s: hold file exists = %v, want %v", step.op, err == nil, step.held)
+		}
+		var sf stateFile
+		b, err := os.ReadFile(statePath)
+		if err != nil {
+			t.Fatalf("%s: %v", step.op, err)
+		}
+		if err := json.Unmarshal(b, &sf); err != nil {
+			t.Fatalf("%s: state.json: %v", step.op, err)
+		}
+		if sf.Apps["web"].Paused != step.held {
+			t.Errorf("%s: state.json says paused %v, want %v", step.op, sf.Apps["web"].Paused, step.held)
+		}
+	}
+}
+
+func TestControlLogs(t *testing.T) {
+	d := newTestDaemon(t)
+	at := time.Date(2025, 1, 2, 3, 4, 5, 0, time.Local)
+	for i := 1; i <= 3; i++ {
+		d.apps["web"].logs.Add(LogLine{Time: at, Version: "v1", Text: fmt.Sprint("line ", i)})
+	}
+	w := do(t, d, "GET", "/v1/apps/web/logs?n=2", "")
+	if w.Code != http.StatusOK {
+		t.Fatalf("status: got %d, want 200; body %s", w.Code, w.Body)
+	}
+	if want := "03:04:05.000 v1[0] line 2\n03:04:05.000 v1[0] line 3\n"; w.Body.String() != want {
+		t.Errorf("got %q, want %q", w.Body, want)
+	}
+}
+
+// TestControlLogsFollow checks that follow=1 streams lines added after the
+// request, and ends when the client goes.
+func TestControlLogsFollow(t *testing.T) {
+	d := newTestDaemon(t)
+	logs := d.apps["web"].logs
+	logs.Add(LogLine{Version: "v1", Text: "old"})
+	srv := httptest.NewServer(d.controlHandler())
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/v1/apps/web/logs?n=1&follow=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	r := bufio.NewReader(res.Body)
+	readLine := func() string {
+		t.Helper()
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the stream: %v", err)
+		}
+		return line
+	}
+	if got := readLine(); !strings.HasSuffix(got, " old\n") {
+		t.Errorf("got %q, want the old line first", got)
+	}
+	// The handler subscribed before it sent the old line: nothing added
+	// from now on can be missed.
+	logs.Add(LogLine{Version: "v2", Instance: 1, Text: "new"})
+	if got := readLine(); !strings.HasSuffix(got, " v2[1] new\n") {
+		t.Errorf("got %q, want the new line", got)
+	}
+}
+
+func TestControlShutdown(t *testing.T) {
+	d := newTestDaemon(t)
+	var got map[string]any
+	decode(t, do(t, d, "POST", "/v1/shutdown", ""), http.StatusOK, &got)
+	if len(got) != 0 {
+		t.Errorf("got %v, want {}", got)
+	}
+	select {
+	case <-d.shutdown:
+	default:
+		t.Error("shutdown not requested")
+	}
+	// A second request must not panic on the closed channel.
+	do(t, d, "POST", "/v1/shutdown", "")
+}
+
+// TestAPIStatus checks the one mapping from errors to HTTP statuses and API
+// codes, wrapped errors included.
+func TestAPIStatus(t *testing.T) {
+	tests := []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{ErrUnknownApp, 404, "unknown_app"},
+		{fmt.Errorf("%w: x", errBadRequest), 400, "bad_request"},
+		{fmt.Errorf("%w on web", ErrOpRunning), 409, "swap_running"},
+		{fmt.Errorf("%w: web", ErrNoPrevious), 409, "no_previous"},
+		{fmt.Errorf("%w: web", ErrNotServing), 409, "not_serving"},
+		{errors.New("disk full"), 500, "internal"},
+	}
+	for _, tt := range tests {
+		status, code := apiStatus(tt.err)
+		if status != tt.status || code != tt.code {
+			t.Errorf("%v: got %d %q, want %d %q", tt.err, status, code, tt.status, tt.code)
+		}
+	}
+}

@@ -1,0 +1,193 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/deployer/deployer/proxy"
+)
+
+// reloadDebounce lets an editor finish writing (several events per save)
+// before deploy.toml is read again.
+const reloadDebounce = 150 * time.Millisecond
+
+// watchConfig reloads deploy.toml whenever it changes. It watches the
+// directory, not the file: editors and `mv` replace the file, and a watch
+// on the old inode would go quiet (PITFALLS: fsnotify).
+func (d *Daemon) watchConfig(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	path := d.config().Path
+	if err := w.Add(filepath.Dir(path)); err != nil {
+		w.Close()
+		return err
+	}
+	go func() {
+		defer w.Close()
+		var debounce <-chan time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if filepath.Clean(ev.Name) == path && !ev.Has(fsnotify.Chmod) {
+					debounce = time.After(reloadDebounce)
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				if errors.Is(err, fsnotify.ErrEventOverflow) {
+					debounce = time.After(reloadDebounce) // events lost: re-read
+				} else {
+					d.log.Warn("watching deploy.toml", "error", err)
+				}
+			case <-debounce:
+				debounce = nil
+				d.Reload()
+			}
+		}
+	}()
+	return nil
+}
+
+// Reload reads deploy.toml again and applies it without dropping a request.
+// An invalid file changes nothing: the error is logged and shown by status
+// until a valid file replaces it.
+func (d *Daemon) Reload() error {
+	old := d.config()
+	cfg, err := LoadConfig(old.Path)
+	if err == nil {
+		err = d.checkReload(old, cfg)
+	}
+	if err != nil {
+		d.mu.Lock()
+		d.reloadErr = err.Error()
+		d.mu.Unlock()
+		d.log.Error("deploy.toml changed but is invalid; the running config stays", "error", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return err
+	}
+	d.apply(old, cfg)
+	return nil
+}
+
+// checkReload refuses what cannot change on a running daemon.
+func (d *Daemon) checkReload(old, cfg *Config) error {
+	if cfg.Deployer.StateDir != old.Deployer.StateDir {
+		return fmt.Errorf("%w: %s: state_dir cannot change while the daemon runs (restart it)", ErrConfig, cfg.Path)
+	}
+	if cfg.Deployer.Listen != old.Deployer.Listen {
+		return fmt.Errorf("%w: %s: listen cannot change while the daemon runs (restart it)", ErrConfig, cfg.Path)
+	}
+	if _, err := routesOf(cfg); err != nil {
+		return err
+	}
+	return nil
+}
+
+// apply moves the daemon from config old to cfg: routes, queue and health
+// settings at once; new apps start, removed apps drain and stop; process
+// settings of running apps wait for their next swap.
+func (d *Daemon) apply(old, cfg *Config) {
+	routes, _ := routesOf(cfg)
+	var added, removed []*App
+	d.mu.Lock()
+	d.cfg, d.reloadErr = cfg, ""
+	for _, name := range cfg.AppNames() {
+		ac := cfg.Apps[name]
+		if a := d.apps[name]; a != nil {
+			a.cfg.Store(ac)
+			continue
+		}
+		a := newApp(d, ac)
+		d.apps[name] = a
+		added = append(added, a)
+	}
+	for name, a := range d.apps {
+		if cfg.Apps[name] == nil {
+			delete(d.apps, name)
+			removed = append(removed, a)
+		}
+	}
+	d.mu.Unlock()
+
+	// New apps get their queue before any route can send them requests, so
+	// their first requests are held while they start, not answered 503.
+	for _, name := range cfg.AppNames() {
+		d.proxy.SetApp(name, appOptions(cfg))
+	}
+	for _, a := range added {
+		if err := d.holds.Add(a.name); err != nil {
+			d.log.Error("watching the hold file", "app", a.name, "error", err)
+		}
+	}
+	if err := d.proxy.SetRoutes(routes); err != nil {
+		d.log.Error("applying routes", "error", err) // checked in checkReload
+	}
+	for _, a := range added {
+		d.log.Info("app added", "app", a.name)
+		go d.boot(a)
+	}
+	for _, a := range removed {
+		d.log.Info("app removed: draining", "app", a.name)
+		go func() {
+			a.shutdown()
+			d.proxy.RemoveApp(a.name)
+			d.holds.Remove(a.name)
+			d.saveState()
+		}()
+	}
+	d.log.Info("deploy.toml reloaded", "apps", len(cfg.Apps), "added", len(added), "removed", len(removed))
+	d.saveState()
+}
+
+// routesOf lists cfg's routes in the proxy's terms and checks them.
+func routesOf(cfg *Config) ([]proxy.Route, error) {
+	var routes []proxy.Route
+	for _, name := range cfg.AppNames() {
+		ac := cfg.Apps[name]
+		for _, h := range ac.Hosts {
+			routes = append(routes, proxy.Route{Host: h, Path: ac.Path, App: name, StripPath: ac.StripPath})
+		}
+	}
+	if err := proxy.ValidateRoutes(routes); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, cfg.Path, err)
+	}
+	return routes, nil
+}
+
+// pendingChanges names the process settings in which the app's current
+// config differs from what its serving version was launched with: they take
+// effect at the next swap (or restart).
+func pendingChanges(launched, now *AppConfig) []string {
+	var diff []string
+	if !slices.Equal(launched.Command, now.Command) {
+		diff = append(diff, "command")
+	}
+	if !reflect.DeepEqual(launched.Env, now.Env) {
+		diff = append(diff, "env")
+	}
+	if launched.Dir != now.Dir {
+		diff = append(diff, "dir")
+	}
+	if launched.Instances != now.Instances {
+		diff = append(diff, "instances")
+	}
+	if launched.StopSignal != now.StopSignal || launched.StopTimeout != now.StopTimeout || launched.DrainTimeout != now.DrainTimeout {
+		diff = append(diff, "stop settings")
+	}
+	return diff
+}
