@@ -97,12 +97,21 @@ func (a *App) launch(ctx context.Context, name string, progress progressFunc) (*
 	ctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
 	defer cancel()
 
-	errs := make([]error, len(v.instances))
+	// The first instance to fail says why; the others then fail only
+	// because the launch was cancelled, which would hide the reason.
+	var (
+		failOnce sync.Once
+		failure  error
+	)
+	fail := func(err error) {
+		failOnce.Do(func() { failure = err })
+		cancel() // one failed: none will move, stop waiting for the others
+	}
 	var wg sync.WaitGroup
 	for _, in := range v.instances {
 		p, ep, err := a.startInstance(v, in.index)
 		if err != nil {
-			errs[in.index] = err
+			fail(fmt.Errorf("instance %d: %w", in.index, err))
 			break
 		}
 		in.set(p, ep, false)
@@ -113,8 +122,7 @@ func (a *App) launch(ctx context.Context, name string, progress progressFunc) (*
 				if errors.Is(ctx.Err(), context.DeadlineExceeded) && !p.exited() {
 					err = fmt.Errorf("not healthy within %s: %w", cfg.ReadyTimeout, err)
 				}
-				errs[in.index] = fmt.Errorf("instance %d (pid %d): %w", in.index, p.pid, err)
-				cancel() // one failed: none will move, stop waiting for the others
+				fail(fmt.Errorf("instance %d (pid %d): %w", in.index, p.pid, err))
 				return
 			}
 			in.setHealthy(true)
@@ -122,7 +130,7 @@ func (a *App) launch(ctx context.Context, name string, progress progressFunc) (*
 		}()
 	}
 	wg.Wait()
-	if err := firstError(errs); err != nil {
+	if err := failure; err != nil {
 		a.kill(v)
 		return nil, &launchError{version: name, reason: err, output: a.outputOf(v)}
 	}
@@ -553,11 +561,13 @@ func (a *App) setLastErr(err error) {
 	a.mu.Unlock()
 }
 
-// watch restarts crashed processes of v while it serves.
+// watch restarts crashed processes of v while it serves, and checks the
+// health of each instance.
 func (a *App) watch(v *version) {
 	for _, in := range v.instances {
 		p, _, _, _ := in.snapshot()
 		go a.watchInstance(v, in, p)
+		go a.healthLoop(v, in)
 	}
 }
 
@@ -687,15 +697,6 @@ func fillFailure(res *Result, err error) {
 	if errors.As(err, &le) {
 		res.Output = le.output
 	}
-}
-
-func firstError(errs []error) error {
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
-	}
-	return nil
 }
 
 func plural(n int) string {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
 // Defaults applied by LoadConfig to keys left out.
@@ -24,9 +26,14 @@ const (
 	DefaultReadyTimeout = 30 * time.Second
 	// DefaultSettle is how long a new version must stay up and healthy after
 	// its first passing health check before traffic moves to it.
-	DefaultSettle      = 500 * time.Millisecond
-	DefaultStopTimeout = 10 * time.Second
-	DefaultHealth      = "/healthz"
+	DefaultSettle = 500 * time.Millisecond
+	// Active health checks of serving instances (see AppConfig).
+	DefaultHealthInterval = 2 * time.Second
+	DefaultHealthTimeout  = 2 * time.Second
+	DefaultRise           = 2
+	DefaultFall           = 3
+	DefaultStopTimeout    = 10 * time.Second
+	DefaultHealth         = "/healthz"
 )
 
 // Further defaults and limits of deploy.toml.
@@ -102,10 +109,17 @@ type AppConfig struct {
 	// up and keep passing for this long before traffic moves to it, so a
 	// version that crashes right after boot fails its swap instead of taking
 	// traffic. 0 moves traffic at the first passing check.
-	Settle       time.Duration
-	DrainTimeout time.Duration
-	StopSignal   syscall.Signal
-	StopTimeout  time.Duration
+	Settle time.Duration
+	// Active health checks of a serving version's instances: every
+	// HealthInterval a GET of Health, failing after HealthTimeout. Fall
+	// failures in a row take an instance out of rotation (never the last
+	// one in rotation), Rise passes in a row bring it back.
+	HealthInterval time.Duration
+	HealthTimeout  time.Duration
+	Rise, Fall     int
+	DrainTimeout   time.Duration
+	StopSignal     syscall.Signal
+	StopTimeout    time.Duration
 }
 
 // AppNames returns the app names, sorted.
@@ -219,17 +233,54 @@ func defaultDeployer() DeployerConfig {
 // defaultApp takes drain_timeout from [deployer].
 func defaultApp(name string, d DeployerConfig) *AppConfig {
 	return &AppConfig{
-		Name:         name,
-		Dir:          DefaultDir,
-		Env:          map[string]string{},
-		Hosts:        []string{"*"},
-		Path:         DefaultPath,
-		Health:       DefaultHealth,
-		Instances:    DefaultInstances,
-		ReadyTimeout: DefaultReadyTimeout,
-		Settle:       DefaultSettle,
-		DrainTimeout: d.DrainTimeout,
-		StopSignal:   DefaultStopSignal,
-		StopTimeout:  DefaultStopTimeout,
+		Name:           name,
+		Dir:            DefaultDir,
+		Env:            map[string]string{},
+		Hosts:          []string{"*"},
+		Path:           DefaultPath,
+		Health:         DefaultHealth,
+		Instances:      DefaultInstances,
+		ReadyTimeout:   DefaultReadyTimeout,
+		Settle:         DefaultSettle,
+		HealthInterval: DefaultHealthInterval,
+		HealthTimeout:  DefaultHealthTimeout,
+		Rise:           DefaultRise,
+		Fall:           DefaultFall,
+		DrainTimeout:   d.DrainTimeout,
+		StopSignal:     DefaultStopSignal,
+		StopTimeout:    DefaultStopTimeout,
 	}
+}
+
+// PeekConfig reads only what a client needs to reach a running daemon (the
+// state directory and the app names) from a deploy.toml that may be invalid
+// otherwise: while the file on disk is broken, the daemon runs on its last
+// valid config and `deployer status` must still reach it. It fails only when
+// the file cannot be read or is not TOML at all.
+func PeekConfig(path string) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	var raw struct {
+		Deployer struct {
+			StateDir *string `toml:"state_dir"`
+		} `toml:"deployer"`
+		Apps map[string]toml.Primitive `toml:"apps"`
+	}
+	if _, err := toml.DecodeFile(abs, &raw); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrConfig, err)
+	}
+	cfg := &Config{Path: abs, Dir: filepath.Dir(abs), Apps: make(map[string]*AppConfig)}
+	cfg.Deployer.StateDir = DefaultStateDir
+	if s := raw.Deployer.StateDir; s != nil && *s != "" {
+		cfg.Deployer.StateDir = *s
+	}
+	if !filepath.IsAbs(cfg.Deployer.StateDir) {
+		cfg.Deployer.StateDir = filepath.Join(cfg.Dir, cfg.Deployer.StateDir)
+	}
+	for name := range raw.Apps {
+		cfg.Apps[name] = &AppConfig{Name: name}
+	}
+	return cfg, nil
 }

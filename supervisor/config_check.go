@@ -42,6 +42,10 @@ type rawApp struct {
 	Instances    int               `toml:"instances"`
 	ReadyTimeout duration          `toml:"ready_timeout"`
 	Settle       duration          `toml:"settle"`
+	HealthInt    duration          `toml:"health_interval"`
+	HealthTO     duration          `toml:"health_timeout"`
+	Rise         int               `toml:"rise"`
+	Fall         int               `toml:"fall"`
 	DrainTimeout duration          `toml:"drain_timeout"`
 	StopSignal   string            `toml:"stop_signal"`
 	StopTimeout  duration          `toml:"stop_timeout"`
@@ -81,20 +85,24 @@ var deployerKeys = map[string]kind{
 }
 
 var appKeys = map[string]kind{
-	"command":       kindStrings,
-	"version":       kindString,
-	"dir":           kindString,
-	"env":           kindTable,
-	"hosts":         kindStrings,
-	"path":          kindString,
-	"strip_path":    kindBool,
-	"health":        kindString,
-	"instances":     kindInt,
-	"ready_timeout": kindDuration,
-	"settle":        kindDuration,
-	"drain_timeout": kindDuration,
-	"stop_signal":   kindString,
-	"stop_timeout":  kindDuration,
+	"command":         kindStrings,
+	"version":         kindString,
+	"dir":             kindString,
+	"env":             kindTable,
+	"hosts":           kindStrings,
+	"path":            kindString,
+	"strip_path":      kindBool,
+	"health":          kindString,
+	"instances":       kindInt,
+	"ready_timeout":   kindDuration,
+	"settle":          kindDuration,
+	"health_interval": kindDuration,
+	"health_timeout":  kindDuration,
+	"rise":            kindInt,
+	"fall":            kindInt,
+	"drain_timeout":   kindDuration,
+	"stop_signal":     kindString,
+	"stop_timeout":    kindDuration,
 }
 
 // loader collects the problems of one config file.

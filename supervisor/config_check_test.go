@@ -114,6 +114,13 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"too many instances", app + "instances = 65\n", []problem{
 			{5, "apps.web.instances must be 1 to 64, not 65"},
 		}},
+		{"rise and fall", app + "rise = 0\nfall = 101\n", []problem{
+			{5, "apps.web.rise must be 1 to 100 (health checks in a row), not 0"},
+			{6, "apps.web.fall must be 1 to 100 (health checks in a row), not 101"},
+		}},
+		{"bare health_interval", app + "health_interval = 2\n", []problem{
+			{5, `write "2s"`},
+		}},
 		{"max_queued", "[deployer]\nmax_queued = 0\n" + app, []problem{
 			{2, "deployer.max_queued must be at least 1, not 0"},
 		}},

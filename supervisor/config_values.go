@@ -163,6 +163,21 @@ func (l *loader) app(name string, raw rawApp, d DeployerConfig) *AppConfig {
 		// the file sets ready_timeout, so it too comes with file:line.
 		l.addf(key("ready_timeout"), "%ssettle (%s, the default) must be shorter than ready_timeout (%s): set settle too", prefix, a.Settle, a.ReadyTimeout)
 	}
+	a.HealthInterval = l.duration(key("health_interval"), raw.HealthInt, a.HealthInterval)
+	a.HealthTimeout = l.duration(key("health_timeout"), raw.HealthTO, a.HealthTimeout)
+	for _, k := range []struct {
+		name string
+		raw  int
+		dst  *int
+	}{{"rise", raw.Rise, &a.Rise}, {"fall", raw.Fall, &a.Fall}} {
+		if !l.defined(key(k.name)) {
+			continue
+		}
+		*k.dst = k.raw
+		if k.raw < 1 || k.raw > 100 {
+			l.addf(key(k.name), "%s%s must be 1 to 100 (health checks in a row), not %d", prefix, k.name, k.raw)
+		}
+	}
 	a.DrainTimeout = l.duration(key("drain_timeout"), raw.DrainTimeout, a.DrainTimeout)
 	a.StopTimeout = l.duration(key("stop_timeout"), raw.StopTimeout, a.StopTimeout)
 	if l.defined(key("stop_signal")) {

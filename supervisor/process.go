@@ -165,8 +165,10 @@ func signalName(sig syscall.Signal) string {
 func (p *process) stop(sig syscall.Signal, timeout time.Duration) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	// The signal goes to the group even when the leader already died (a
+	// crash): what it left behind deserves the same graceful stop.
+	syscall.Kill(-p.pid, sig)
 	if !p.exited() {
-		syscall.Kill(-p.pid, sig)
 		select {
 		case <-p.done:
 		case <-deadline.C:

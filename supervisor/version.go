@@ -57,6 +57,19 @@ func (v *version) isStopping() bool {
 	return v.stopping
 }
 
+// inRotation counts v's instances in rotation. The caller holds v.mu.
+func (v *version) inRotation() int {
+	n := 0
+	for _, in := range v.instances {
+		in.mu.Lock()
+		if in.healthy {
+			n++
+		}
+		in.mu.Unlock()
+	}
+	return n
+}
+
 // instance is one slot of a version: the process currently filling it, which
 // changes when a crashed process is restarted.
 type instance struct {
@@ -65,8 +78,11 @@ type instance struct {
 	mu       sync.Mutex
 	proc     *process
 	ep       endpoint
-	healthy  bool
+	healthy  bool // in rotation
 	restarts int
+	// warnedLast: the log already says this last instance in rotation
+	// fails its checks but is kept.
+	warnedLast bool
 }
 
 func (in *instance) snapshot() (p *process, ep endpoint, healthy bool, restarts int) {

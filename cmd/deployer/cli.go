@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -174,6 +175,24 @@ func (inv *invocation) loadConfig() (*supervisor.Config, error) {
 		return nil, &configError{err: err}
 	}
 	return nil, err
+}
+
+// loadConfigForDaemon reads deploy.toml for a command that talks to a
+// running daemon. If the file is invalid, the daemon runs on its last valid
+// config, so the command goes on with what it needs from the file (the state
+// directory and app names), after a warning naming the problems.
+func (inv *invocation) loadConfigForDaemon() (*supervisor.Config, error) {
+	cfg, err := inv.loadConfig()
+	var ce *configError
+	if err == nil || !errors.As(err, &ce) || ce.err == nil {
+		return cfg, err
+	}
+	peek, perr := supervisor.PeekConfig(inv.configPath)
+	if perr != nil {
+		return nil, err
+	}
+	fmt.Fprintf(inv.stderr, "deployer: warning: %s is invalid (a running daemon keeps its last valid config):\n%v\n", inv.configPath, ce.err)
+	return peek, nil
 }
 
 // resolveApp returns the APP argument, filled in when deploy.toml defines

@@ -33,7 +33,7 @@ or the daemon stops.`,
 				if *n < 0 {
 					return usageErrorf("-n must be 0 or more, not %d", *n)
 				}
-				cfg, err := inv.loadConfig()
+				cfg, err := inv.loadConfigForDaemon()
 				if err != nil {
 					return err
 				}

@@ -61,7 +61,7 @@ Removing <state_dir>/APP/hold by hand does the same.`,
 
 // pauseResume runs pause or resume, which answer with the app's status.
 func (inv *invocation) pauseResume(ctx context.Context, op string) error {
-	cfg, err := inv.loadConfig()
+	cfg, err := inv.loadConfigForDaemon()
 	if err != nil {
 		return err
 	}
@@ -103,7 +103,7 @@ exit. Waits until the daemon is gone (at most ` + shutdownWait.String() + `).`,
 }
 
 func runShutdown(ctx context.Context, inv *invocation) error {
-	cfg, err := inv.loadConfig()
+	cfg, err := inv.loadConfigForDaemon()
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ defines several apps: leaving it out shows them all.`,
 }
 
 func runStatus(ctx context.Context, inv *invocation) error {
-	cfg, err := inv.loadConfig()
+	cfg, err := inv.loadConfigForDaemon()
 	if err != nil {
 		return err
 	}
