@@ -167,11 +167,16 @@ func (a *App) startInstance(v *version, i int) (*process, endpoint, error) {
 	if !filepath.IsAbs(dir) {
 		dir = filepath.Join(a.d.cfgDir(), dir)
 	}
+	logPath, err := a.outputPath(v.name, i)
+	if err != nil {
+		return nil, ep, err
+	}
 	spec := launchSpec{
 		App: a.name, Version: v.name, Instance: i,
 		Socket: vars.Socket, Port: vars.Port,
 		Command: argv, Dir: dir,
-		Env: appEnv(os.Environ(), cfg.Env, vars, cfg.UsesPort()),
+		Env:     appEnv(os.Environ(), cfg.Env, vars, cfg.UsesPort()),
+		LogPath: logPath,
 	}
 	p, err := startProcess(spec, a.logs)
 	if err != nil {
@@ -179,6 +184,21 @@ func (a *App) startInstance(v *version, i int) (*process, endpoint, error) {
 	}
 	a.log.Info("process started", "version", v.name, "instance", i, "pid", p.pid, "addr", ep.addr)
 	return p, ep, nil
+}
+
+// outputPath names a fresh output file for a process of version, instance i:
+// <state_dir>/<app>/log/<version>-<i>-<random>.log.
+func (a *App) outputPath(version string, i int) (string, error) {
+	dir := filepath.Join(a.layout().AppDir(a.name), "log")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", fmt.Errorf("supervisor: output dir: %w", err)
+	}
+	f, err := os.CreateTemp(dir, fmt.Sprintf("%s-%d-*.log", version, i))
+	if err != nil {
+		return "", fmt.Errorf("supervisor: output file: %w", err)
+	}
+	f.Close()
+	return f.Name(), nil
 }
 
 // outputOf returns v's last output lines, waiting briefly for the pipes of

@@ -1,16 +1,16 @@
 package supervisor
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/deployer/deployer/sockets"
 )
@@ -29,26 +29,51 @@ type launchSpec struct {
 	Command  []string
 	Dir      string
 	Env      []string // KEY=VALUE, already expanded
+	// LogPath is the file the process's stdout and stderr go to ("" for a
+	// temporary one); it is removed once the process is done.
+	LogPath string
 }
 
-// process is one running app process, leader of its own process group.
+// process is one app process, leader of its own process group: either
+// started by this daemon or adopted from an earlier one (an upgrade or a
+// crash), which is why exit is detected by pidfd for adopted ones.
 type process struct {
-	spec    launchSpec
-	cmd     *exec.Cmd
-	pid     int
-	started time.Time
+	spec       launchSpec
+	pid        int
+	started    time.Time
+	startTicks uint64 // /proc/<pid>/stat starttime: tells a reused pid apart
+	adopted    bool
 
-	done    chan struct{} // closed once the process has exited and been reaped
-	exitErr error         // valid after done is closed
-	outDone chan struct{} // closed once its output pipes hit EOF
+	done    chan struct{} // closed once the process has exited
+	exitErr error         // valid after done is closed; nil for adopted ones
+	outDone chan struct{} // closed once its output was read to the end
+	log     *outputLog
 }
 
 // startProcess launches spec in its own process group (so stop can signal
-// everything it spawned: `go run` for example runs the app as a child) and
-// copies its output line by line into logs.
+// everything it spawned: `go run` for example runs the app as a child) with
+// its output going to spec.LogPath, which is read line by line into logs.
+//
+// A file rather than a pipe: a pipe's reading end dies with the daemon, and
+// an app writing to it then gets SIGPIPE (fatal to a Go program writing to
+// stdout). A file outlives a daemon crash or upgrade; the next daemon reads
+// on from where this one stopped.
 func startProcess(spec launchSpec, logs *LogBuffer) (*process, error) {
 	if len(spec.Command) == 0 {
 		return nil, errors.New("supervisor: empty command")
+	}
+	var out *os.File
+	var err error
+	if spec.LogPath == "" {
+		out, err = os.CreateTemp("", "deployer-*.log")
+		if err == nil {
+			spec.LogPath = out.Name()
+		}
+	} else {
+		out, err = os.OpenFile(spec.LogPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o640)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: output file: %w", err)
 	}
 	cmd := exec.Command(spec.Command[0], spec.Command[1:]...)
 	cmd.Dir = spec.Dir
@@ -56,67 +81,74 @@ func startProcess(spec launchSpec, logs *LogBuffer) (*process, error) {
 	// Setpgid: a group of its own. No Pdeathsig: apps must outlive the daemon
 	// (upgrades and daemon crashes never restart apps).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-
-	// Our own pipes rather than StdoutPipe: Wait must not close them while
-	// lines are still buffered, and grandchildren may hold them open.
-	outR, outW, err := os.Pipe()
+	cmd.Stdout = out
+	cmd.Stderr = out
+	err = cmd.Start()
+	out.Close()
 	if err != nil {
-		return nil, fmt.Errorf("supervisor: output pipe: %w", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return nil, fmt.Errorf("supervisor: output pipe: %w", err)
-	}
-	cmd.Stdout = outW
-	cmd.Stderr = errW
-	if err := cmd.Start(); err != nil {
-		outR.Close()
-		outW.Close()
-		errR.Close()
-		errW.Close()
+		os.Remove(spec.LogPath)
 		return nil, fmt.Errorf("supervisor: start %q: %w", spec.Command[0], err)
 	}
-	outW.Close()
-	errW.Close()
-
 	p := &process{
 		spec:    spec,
-		cmd:     cmd,
 		pid:     cmd.Process.Pid,
 		started: time.Now(),
 		done:    make(chan struct{}),
 		outDone: make(chan struct{}),
 	}
-	copied := make(chan struct{}, 2)
-	go p.copyLines(outR, "stdout", logs, copied)
-	go p.copyLines(errR, "stderr", logs, copied)
-	go func() {
-		<-copied
-		<-copied
-		close(p.outDone)
-	}()
+	p.startTicks, _ = startTicks(p.pid)
 	go func() {
 		p.exitErr = cmd.Wait()
 		close(p.done)
 	}()
+	p.log = followOutput(p, 0, logs)
 	return p, nil
 }
 
-func (p *process) copyLines(r io.ReadCloser, stream string, logs *LogBuffer, done chan<- struct{}) {
-	defer func() { done <- struct{}{} }()
-	defer r.Close()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 64*1024)
-	for sc.Scan() {
-		logs.Add(LogLine{Time: time.Now(), Version: p.spec.Version, Instance: p.spec.Instance, Stream: stream, Text: sc.Text()})
+// adoptProcess takes over a process an earlier daemon started, if pid still
+// is that process: its start time must match (a pid can be reused). The
+// pidfd opened first pins the process, so the check cannot race a reuse.
+func adoptProcess(spec launchSpec, pid int, ticks uint64, started time.Time, logOffset int64, logs *LogBuffer) (*process, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: pid %d is gone: %w", pid, err)
 	}
-	if err := sc.Err(); err != nil && !errors.Is(err, os.ErrClosed) {
-		// A line longer than the buffer: keep reading the rest rather than
-		// leaving the app blocked on a full pipe.
-		io.Copy(io.Discard, r)
+	if got, err := startTicks(pid); err != nil || got != ticks {
+		unix.Close(fd)
+		return nil, fmt.Errorf("supervisor: pid %d is another process now", pid)
 	}
+	p := &process{
+		spec:       spec,
+		pid:        pid,
+		started:    started,
+		startTicks: ticks,
+		adopted:    true,
+		done:       make(chan struct{}),
+		outDone:    make(chan struct{}),
+	}
+	go func() {
+		// Not a child of ours: wait(2) cannot tell its end, the pidfd can
+		// (readable once the process has terminated).
+		defer unix.Close(fd)
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			if _, err := unix.Poll(fds, -1); err == nil || !errors.Is(err, unix.EINTR) {
+				break
+			}
+		}
+		close(p.done)
+	}()
+	p.log = followOutput(p, logOffset, logs)
+	return p, nil
+}
+
+// startTicks reads a process's start time, in clock ticks since boot.
+func startTicks(pid int) (uint64, error) {
+	f := readStat(pid)
+	if len(f) < 20 {
+		return 0, fmt.Errorf("supervisor: no /proc/%d/stat", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
 }
 
 // exited reports whether the process has exited.
@@ -143,6 +175,9 @@ func (p *process) exitDescription() string {
 	}
 	if p.exitErr != nil {
 		return p.exitErr.Error()
+	}
+	if p.adopted {
+		return "exited (adopted from an earlier daemon: its status is unknown)"
 	}
 	return "exited with status 0"
 }
