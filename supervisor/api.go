@@ -15,6 +15,7 @@ import "time"
 //	POST /v1/apps/{app}/pause           -> Status of that app
 //	POST /v1/apps/{app}/resume          -> Status of that app
 //	GET  /v1/apps/{app}/logs?n=200&follow=1 -> text/plain, one line each, follows while follow=1
+//	POST /v1/upgrade                    -> UpgradeResult (upgrade.go); ok=false: the old daemon serves on
 //	POST /v1/shutdown                   -> {} then the daemon stops gracefully
 
 // APIError is the body of every non-2xx control answer.
@@ -62,6 +63,14 @@ type Status struct {
 	// ConfigError is set while deploy.toml on disk is invalid: the daemon
 	// runs on the last valid config.
 	ConfigError string `json:"config_error,omitempty"`
+	// Daemon is the process answering: its pid changes with every upgrade.
+	Daemon DaemonStatus `json:"daemon"`
+}
+
+type DaemonStatus struct {
+	PID     int       `json:"pid"`
+	Started time.Time `json:"started"`
+	Binary  string    `json:"binary"`
 }
 
 type AppStatus struct {

@@ -399,6 +399,7 @@ func (a *App) Swap(ctx context.Context, op, name string, waitDrain bool, progres
 	a.mu.Lock()
 	a.serving, a.previous, a.last, a.lastErr = v, old.name, name, ""
 	a.draining[old] = struct{}{}
+	old.drainDeadline = time.Now().Add(old.cfg.DrainTimeout)
 	a.drains.Add(1)
 	a.mu.Unlock()
 	a.watch(v)
@@ -449,6 +450,7 @@ func (a *App) stopLocked(progress progressFunc) (*Result, error) {
 	}
 	a.serving, a.last, a.state = nil, v.name, StateStopped
 	a.draining[v] = struct{}{}
+	v.drainDeadline = time.Now().Add(v.cfg.DrainTimeout)
 	a.drains.Add(1)
 	a.mu.Unlock()
 	start := time.Now()
@@ -469,12 +471,18 @@ func (a *App) stopLocked(progress progressFunc) (*Result, error) {
 // stop_timeout, and only then are its sockets unlinked. keep is how many
 // stable paths the new version uses; extra ones still pointing at v go.
 func (a *App) drain(v *version, keep int) (cut int) {
+	return a.drainWithin(v, keep, v.cfg.DrainTimeout)
+}
+
+// drainWithin is drain with the time left of the drain deadline (less than
+// drain_timeout for a drain taken over from an earlier daemon).
+func (a *App) drainWithin(v *version, keep int, timeout time.Duration) (cut int) {
 	v.markStopping()
 	v.state.Store(StateDraining)
 	cfg := v.cfg
 	defer a.drains.Done()
 	// Not a.d.ctx: a daemon shutting down drains too, within drain_timeout.
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
 
@@ -490,6 +498,12 @@ func (a *App) drain(v *version, keep int) (cut int) {
 		a.log.Warn("drain deadline: cutting connections", "version", v.name,
 			"cut_requests", cut, "outer_connections", left, "drain_timeout", cfg.DrainTimeout)
 	}
+	// Stopping the processes is the daemon's in charge: after an upgrade
+	// that is the new one, which finishes this drain itself.
+	if !a.d.bgEnter() {
+		return cut
+	}
+	defer a.d.bgExit()
 	var wg sync.WaitGroup
 	for _, in := range v.instances {
 		p, ep, _, _ := in.snapshot()
@@ -600,12 +614,13 @@ func (a *App) watchInstance(v *version, in *instance, p *process) {
 	case <-a.d.ctx.Done():
 		return
 	}
-	if v.isStopping() {
+	if v.isStopping() || !a.d.bgEnter() {
 		return
 	}
 	in.setHealthy(false)
 	_, ep, _, _ := in.snapshot()
 	a.d.proxy.SetInstance(a.name, v.key, in.index, proxy.Target{Network: ep.network, Addr: ep.addr}, false)
+	a.d.bgExit()
 	a.log.Warn("process exited; restarting", "version", v.name, "instance", in.index, "pid", p.pid, "how", p.exitDescription())
 
 	backoff := 100 * time.Millisecond
@@ -618,31 +633,49 @@ func (a *App) watchInstance(v *version, in *instance, p *process) {
 		if v.isStopping() {
 			return
 		}
-		np, nep, err := a.startInstance(v, in.index)
-		if err == nil {
-			ctx, cancel := context.WithTimeout(a.d.ctx, v.cfg.ReadyTimeout)
-			err = waitReady(ctx, np, nep, v.cfg.Health, 0)
-			cancel()
-			if err == nil {
-				if a.adopt(v, in, np, nep) {
-					a.unlink(ep)
-					a.log.Info("process restarted", "version", v.name, "instance", in.index, "pid", np.pid)
-					a.d.saveState()
-					go a.watchInstance(v, in, np)
-				}
-				return
-			}
-			np.kill()
-			a.unlink(nep)
+		// One attempt at a time holds off an upgrade (bgEnter), never the
+		// waits between attempts.
+		if !a.d.bgEnter() {
+			return
+		}
+		done, err := a.restartOnce(v, in, ep)
+		a.d.bgExit()
+		if done {
+			return
 		}
 		a.log.Warn("restart failed", "version", v.name, "instance", in.index, "error", err, "retry_in", backoff*2)
 		backoff = min(backoff*2, 30*time.Second)
 	}
 }
 
-// adopt puts a restarted process into its slot, unless v was retired
+// restartOnce starts a new process for instance in of v and, once healthy,
+// puts it in the slot in place of the one that exited (whose socket was
+// old). It reports whether the slot needs no more attempts.
+func (a *App) restartOnce(v *version, in *instance, old endpoint) (bool, error) {
+	np, nep, err := a.startInstance(v, in.index)
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(a.d.ctx, v.cfg.ReadyTimeout)
+	err = waitReady(ctx, np, nep, v.cfg.Health, 0)
+	cancel()
+	if err != nil {
+		np.kill()
+		a.unlink(nep)
+		return false, err
+	}
+	if a.adoptRestart(v, in, np, nep) {
+		a.unlink(old)
+		a.log.Info("process restarted", "version", v.name, "instance", in.index, "pid", np.pid)
+		a.d.saveState()
+		go a.watchInstance(v, in, np)
+	}
+	return true, nil
+}
+
+// adoptRestart puts a restarted process into its slot, unless v was retired
 // meanwhile (then the process is stopped and adopt reports false).
-func (a *App) adopt(v *version, in *instance, p *process, ep endpoint) bool {
+func (a *App) adoptRestart(v *version, in *instance, p *process, ep endpoint) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.stopping {

@@ -88,6 +88,9 @@ type DeployerConfig struct {
 	QueueTimeout time.Duration
 	MaxQueued    int
 	DrainTimeout time.Duration
+	// PIDFile, if set (absolute), holds the daemon's pid, rewritten
+	// atomically by every new daemon after an upgrade (systemd's PIDFile=).
+	PIDFile string
 }
 
 // AppConfig is one [apps.NAME] table, defaults filled in. Command, Dir and

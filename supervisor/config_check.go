@@ -28,6 +28,7 @@ type rawDeployer struct {
 	QueueTimeout duration `toml:"queue_timeout"`
 	MaxQueued    int      `toml:"max_queued"`
 	DrainTimeout duration `toml:"drain_timeout"`
+	PIDFile      string   `toml:"pid_file"`
 }
 
 type rawApp struct {
@@ -82,6 +83,7 @@ var deployerKeys = map[string]kind{
 	"queue_timeout": kindDuration,
 	"max_queued":    kindInt,
 	"drain_timeout": kindDuration,
+	"pid_file":      kindString,
 }
 
 var appKeys = map[string]kind{

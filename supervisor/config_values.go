@@ -40,6 +40,12 @@ func (l *loader) deployer(raw rawDeployer, dir string) DeployerConfig {
 		d.StateDir = filepath.Join(dir, d.StateDir)
 	}
 	d.StateDir = filepath.Clean(d.StateDir)
+	if l.defined(key("pid_file")) && raw.PIDFile != "" {
+		d.PIDFile = raw.PIDFile
+		if !filepath.IsAbs(d.PIDFile) {
+			d.PIDFile = filepath.Join(dir, d.PIDFile)
+		}
+	}
 	d.QueueTimeout = l.duration(key("queue_timeout"), raw.QueueTimeout, d.QueueTimeout)
 	d.DrainTimeout = l.duration(key("drain_timeout"), raw.DrainTimeout, d.DrainTimeout)
 	if l.defined(key("max_queued")) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 )
@@ -17,6 +18,14 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("GET /v1/status", d.handleStatus)
 	mux.HandleFunc("POST /v1/apps/{app}/{op}", d.handleOp)
 	mux.HandleFunc("GET /v1/apps/{app}/logs", d.handleLogs)
+	mux.HandleFunc("POST /v1/upgrade", func(w http.ResponseWriter, r *http.Request) {
+		res, err := d.Upgrade()
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
 	mux.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, struct{}{})
 		d.log.Info("shutdown requested")
@@ -40,6 +49,10 @@ func apiStatus(err error) (int, string) {
 		return http.StatusBadRequest, "bad_request"
 	case errors.Is(err, ErrOpRunning):
 		return http.StatusConflict, "swap_running"
+	case errors.Is(err, ErrUpgradeBusy):
+		return http.StatusConflict, "upgrade_busy"
+	case errors.Is(err, ErrNoUpgrade):
+		return http.StatusNotImplemented, "not_supported"
 	case errors.Is(err, ErrNoPrevious):
 		return http.StatusConflict, "no_previous"
 	case errors.Is(err, ErrNotServing):
@@ -78,6 +91,7 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	d.mu.RLock()
 	st.ConfigError = d.reloadErr
 	d.mu.RUnlock()
+	st.Daemon = DaemonStatus{PID: os.Getpid(), Started: d.started.UTC(), Binary: executable()}
 	writeJSON(w, http.StatusOK, st)
 }
 
@@ -225,4 +239,12 @@ func (d *Daemon) handleLogs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// executable is the binary an upgrade starts: the path this one was run as.
+func executable() string {
+	if p, err := os.Executable(); err == nil {
+		return p
+	}
+	return os.Args[0]
 }

@@ -80,8 +80,12 @@ func TestControlStatus(t *testing.T) {
 	for _, target := range []string{"/v1/status", "/v1/status?app=web"} {
 		var got map[string]any
 		decode(t, do(t, d, "GET", target, ""), http.StatusOK, &got)
-		if k := keys(got); !slices.Equal(k, []string{"apps", "load"}) {
-			t.Errorf("%s: keys %q, want apps, load", target, k)
+		if k := keys(got); !slices.Equal(k, []string{"apps", "daemon", "load"}) {
+			t.Errorf("%s: keys %q, want apps, daemon, load", target, k)
+		}
+		daemon, _ := got["daemon"].(map[string]any)
+		if pid, _ := daemon["pid"].(float64); int(pid) != os.Getpid() {
+			t.Errorf("%s: daemon pid %v, want %d", target, daemon["pid"], os.Getpid())
 		}
 		load, _ := got["load"].(map[string]any)
 		if k := keys(load); !slices.Equal(k, []string{"load1", "load15", "load5"}) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,6 +29,9 @@ type DaemonOptions struct {
 	Ready func() error
 	// OnlyApp, if set, starts only that app; the others stay stopped.
 	OnlyApp string
+	// Upgrade starts the new daemon and waits until it is ready
+	// (tableflip's Upgrade); nil: the daemon cannot upgrade itself.
+	Upgrade func() error
 }
 
 // Daemon is the running deployer: supervisor, control API and proxy.
@@ -51,6 +55,15 @@ type Daemon struct {
 	cancel   context.CancelFunc
 	shutdown chan struct{}
 	stopOnce sync.Once
+	started  time.Time
+
+	// Self-upgrade (upgrade.go): one at a time; bg admits background
+	// actions that change apps, which stop for good once handedOver.
+	upgradeMu   sync.Mutex
+	bg          sync.RWMutex
+	handedOver  atomic.Bool
+	handoverC   chan struct{}
+	handoverOne sync.Once
 
 	stateMu sync.Mutex
 	procs   *procSampler
@@ -72,14 +85,16 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{
-		cfg:      cfg,
-		opts:     opts,
-		log:      opts.Logger,
-		layout:   sockets.Layout{StateDir: cfg.Deployer.StateDir},
-		proxy:    proxy.New(proxy.Options{Logger: opts.Logger}),
-		apps:     make(map[string]*App),
-		shutdown: make(chan struct{}),
-		procs:    newProcSampler(),
+		cfg:       cfg,
+		opts:      opts,
+		log:       opts.Logger,
+		layout:    sockets.Layout{StateDir: cfg.Deployer.StateDir},
+		proxy:     proxy.New(proxy.Options{Logger: opts.Logger}),
+		apps:      make(map[string]*App),
+		shutdown:  make(chan struct{}),
+		handoverC: make(chan struct{}),
+		started:   time.Now(),
+		procs:     newProcSampler(),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	for _, name := range cfg.AppNames() {
@@ -139,19 +154,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go ctrl.Serve(ctrlL)
 	defer ctrl.Close()
 
-	var pub *http.Server
+	var pub *publicServer
 	if addr := cfg.Deployer.Listen; addr != "" {
 		l, err := d.opts.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("supervisor: listen %s: %w", addr, err)
 		}
-		pub = &http.Server{
-			Handler:           d.proxy,
+		pub = newPublicServer(l, d.proxy, &http.Server{
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       120 * time.Second,
 			ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
-		}
-		go pub.Serve(l)
+		})
+		go pub.serve()
 		d.log.Info("proxy listening", "addr", l.Addr().String())
 	}
 
@@ -173,14 +187,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.watchConfig(d.ctx); err != nil {
 		return fmt.Errorf("supervisor: watching %s: %w", cfg.Path, err)
 	}
+	// Processes a previous daemon left (it upgraded to this one, or it
+	// crashed) are adopted, not started again; requests meanwhile are held.
+	boot := d.adoptAll()
+	d.saveState()
 	if d.opts.Ready != nil {
 		if err := d.opts.Ready(); err != nil {
 			return fmt.Errorf("supervisor: ready: %w", err)
 		}
 	}
 	d.log.Info("deployer started", "config", cfg.Path, "control", d.layout.ControlSocket(), "pid", os.Getpid())
-
-	for _, a := range d.appList() {
+	for _, a := range boot {
 		if d.opts.OnlyApp == "" || d.opts.OnlyApp == a.name {
 			go d.boot(a)
 		}
@@ -189,6 +206,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case <-d.shutdown:
+	case <-d.handoverC:
+		return d.finishHandover(ctrl, pub)
 	}
 	d.log.Info("shutting down: draining")
 	d.cancel()
@@ -202,7 +221,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			// by the proxy, not by Shutdown (PITFALLS).
 			sctx, cancel := context.WithTimeout(context.Background(), d.maxDrain()+5*time.Second)
 			defer cancel()
-			pub.Shutdown(sctx)
+			pub.srv.Shutdown(sctx)
 		}()
 	}
 	for _, a := range d.appList() {
@@ -224,6 +243,52 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	sockets.Unlink(d.layout.ControlSocket())
 	d.log.Info("deployer stopped")
+	return nil
+}
+
+// finishHandover ends a daemon that upgraded to a new one: it stops
+// accepting (the new daemon accepts on the same sockets), lets its own
+// in-flight requests and upgraded connections finish within the longest
+// drain_timeout, cutting what is left then, and leaves the apps alone.
+// tableflip refuses the next upgrade until this process has exited, so the
+// deadline is hard.
+func (d *Daemon) finishHandover(ctrl *http.Server, pub *publicServer) error {
+	d.cancel() // health checks, restarts, reloads: the new daemon's now
+	deadline := d.maxDrain()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// The control request that asked for the upgrade gets its answer.
+		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+		defer scancel()
+		ctrl.Shutdown(sctx)
+	}()
+	if pub != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pub.handOver(ctx)
+		}()
+	}
+	cut := 0
+	var mu sync.Mutex
+	for _, a := range d.appList() {
+		for key := range d.proxy.Stats(a.name).InFlight {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n := d.proxy.Retire(ctx, a.name, key)
+				mu.Lock()
+				cut += n
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	d.log.Info("handed over: old daemon exits", "cut", cut)
 	return nil
 }
 

@@ -44,14 +44,16 @@ func (a *App) healthLoop(v *version, in *instance) {
 		}
 		if err == nil {
 			fails, passes = 0, passes+1
-			if !healthy && passes >= cfg.Rise {
+			if !healthy && passes >= cfg.Rise && a.d.bgEnter() {
 				a.setInRotation(v, in, p, true, nil)
+				a.d.bgExit()
 			}
 			continue
 		}
 		fails, passes = fails+1, 0
-		if healthy && fails >= cfg.Fall {
+		if healthy && fails >= cfg.Fall && a.d.bgEnter() {
 			a.setInRotation(v, in, p, false, err)
+			a.d.bgExit()
 		}
 	}
 }

@@ -53,11 +53,11 @@ func (o *outputLog) handOver() {
 }
 
 func (o *outputLog) run(p *process, logs *LogBuffer) {
-	defer close(p.outDone)
 	defer close(o.stopped)
 	path := p.spec.LogPath
 	f, err := os.Open(path)
 	if err != nil {
+		close(p.outDone) // nothing to read
 		return
 	}
 	defer f.Close()
@@ -107,6 +107,7 @@ func (o *outputLog) run(p *process, logs *LogBuffer) {
 			}
 			f.Close()
 			os.Remove(path)
+			close(p.outDone)
 			return
 		}
 		if offset > maxOutputFile && len(partial) == 0 {
@@ -120,7 +121,7 @@ func (o *outputLog) run(p *process, logs *LogBuffer) {
 		case <-p.done:
 			exiting = true // one more read for what it wrote last
 		case <-o.stop:
-			return
+			return // handed over: p.outDone stays open, the output is not done
 		case <-time.After(outputPoll):
 		}
 	}

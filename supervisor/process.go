@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,7 +48,7 @@ type process struct {
 	done    chan struct{} // closed once the process has exited
 	exitErr error         // valid after done is closed; nil for adopted ones
 	outDone chan struct{} // closed once its output was read to the end
-	log     *outputLog
+	log     atomic.Pointer[outputLog]
 }
 
 // startProcess launches spec in its own process group (so stop can signal
@@ -101,7 +102,7 @@ func startProcess(spec launchSpec, logs *LogBuffer) (*process, error) {
 		p.exitErr = cmd.Wait()
 		close(p.done)
 	}()
-	p.log = followOutput(p, 0, logs)
+	p.log.Store(followOutput(p, 0, logs))
 	return p, nil
 }
 
@@ -138,7 +139,7 @@ func adoptProcess(spec launchSpec, pid int, ticks uint64, started time.Time, log
 		}
 		close(p.done)
 	}()
-	p.log = followOutput(p, logOffset, logs)
+	p.log.Store(followOutput(p, logOffset, logs))
 	return p, nil
 }
 

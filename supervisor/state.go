@@ -2,63 +2,64 @@ package supervisor
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
 )
 
 // stateFile is <state_dir>/state.json: what serves, what served before, and
-// the processes, rewritten atomically on every change.
+// every process, rewritten atomically on every change. A new daemon (after an
+// upgrade, or a crash of the last one) adopts the processes it lists.
 type stateFile struct {
 	Written time.Time           `json:"written"`
-	PID     int                 `json:"pid"`
+	PID     int                 `json:"pid"` // the daemon that wrote it
 	Apps    map[string]stateApp `json:"apps"`
 }
 
 type stateApp struct {
-	Serving   string          `json:"serving,omitempty"`
-	Previous  string          `json:"previous,omitempty"`
-	Paused    bool            `json:"paused"`
-	Instances []stateInstance `json:"instances,omitempty"`
+	Serving  *stateVersion  `json:"serving,omitempty"`
+	Previous string         `json:"previous,omitempty"`
+	Last     string         `json:"last,omitempty"` // started again after a stop
+	Paused   bool           `json:"paused"`
+	Stopped  bool           `json:"stopped,omitempty"` // by `deployer stop`
+	Draining []stateVersion `json:"draining,omitempty"`
+}
+
+type stateVersion struct {
+	Version   string          `json:"version"`
+	Launched  time.Time       `json:"launched"`
+	Instances []stateInstance `json:"instances"`
+	// Deadline of a draining version: when its drain_timeout runs out.
+	Deadline time.Time `json:"deadline,omitzero"`
 }
 
 type stateInstance struct {
-	Instance int       `json:"instance"`
-	PID      int       `json:"pid"`
-	Started  time.Time `json:"started"`
-	Socket   string    `json:"socket,omitempty"`
-	Addr     string    `json:"addr,omitempty"`
+	Instance   int       `json:"instance"`
+	PID        int       `json:"pid"`
+	StartTicks uint64    `json:"start_ticks"` // /proc/<pid>/stat starttime
+	Started    time.Time `json:"started"`
+	Socket     string    `json:"socket,omitempty"`
+	Addr       string    `json:"addr,omitempty"`
+	Log        string    `json:"log,omitempty"`
+	LogOffset  int64     `json:"log_offset"`
+	Restarts   int       `json:"restarts"`
 }
 
 // saveState writes the state file; a failure is logged, never fatal: the
-// apps serve on whether or not the file could be written.
+// apps serve on whether or not the file could be written. A daemon that
+// handed over to a new one writes nothing more: the file is the new one's.
 func (d *Daemon) saveState() {
+	if d.handedOver.Load() {
+		return
+	}
 	d.stateMu.Lock()
 	defer d.stateMu.Unlock()
 	sf := stateFile{Written: time.Now().UTC(), PID: os.Getpid(), Apps: make(map[string]stateApp)}
 	for _, a := range d.appList() {
-		name := a.name
-		a.mu.Lock()
-		sa := stateApp{Previous: a.previous, Paused: a.paused}
-		if v := a.serving; v != nil {
-			sa.Serving = v.name
-			for _, in := range v.instances {
-				p, ep, _, _ := in.snapshot()
-				si := stateInstance{Instance: in.index}
-				if p != nil {
-					si.PID, si.Started = p.pid, p.started.UTC()
-				}
-				if ep.network == "unix" {
-					si.Socket = ep.addr
-				} else {
-					si.Addr = ep.addr
-				}
-				sa.Instances = append(sa.Instances, si)
-			}
-		}
-		a.mu.Unlock()
-		sf.Apps[name] = sa
+		sf.Apps[a.name] = a.persisted()
 	}
 	b, err := json.MarshalIndent(sf, "", "  ")
 	if err == nil {
@@ -67,6 +68,64 @@ func (d *Daemon) saveState() {
 	if err != nil {
 		d.log.Error("writing state file", "error", err)
 	}
+}
+
+// state describes the app for the state file.
+func (a *App) persisted() stateApp {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	sa := stateApp{Previous: a.previous, Last: a.last, Paused: a.paused, Stopped: a.userStopped}
+	if a.serving != nil {
+		sv := a.serving.persisted()
+		sa.Serving = &sv
+	}
+	for v := range a.draining {
+		sv := v.persisted()
+		sv.Deadline = v.drainDeadline
+		sa.Draining = append(sa.Draining, sv)
+	}
+	return sa
+}
+
+func (v *version) persisted() stateVersion {
+	sv := stateVersion{Version: v.name, Launched: v.launched.UTC()}
+	for _, in := range v.instances {
+		p, ep, _, restarts := in.snapshot()
+		si := stateInstance{Instance: in.index, Restarts: restarts}
+		if p != nil && !p.exited() {
+			si.PID, si.StartTicks, si.Started = p.pid, p.startTicks, p.started.UTC()
+			si.Log = p.spec.LogPath
+			if o := p.log.Load(); o != nil {
+				si.LogOffset = o.Offset()
+			}
+		}
+		if ep.network == "unix" {
+			si.Socket = ep.addr
+		} else {
+			si.Addr = ep.addr
+		}
+		sv.Instances = append(sv.Instances, si)
+	}
+	return sv
+}
+
+// readState reads the state file; a missing one is an empty state.
+func readState(path string) (*stateFile, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &stateFile{Apps: map[string]stateApp{}}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var sf stateFile
+	if err := json.Unmarshal(b, &sf); err != nil {
+		return nil, fmt.Errorf("supervisor: %s: %w", path, err)
+	}
+	if sf.Apps == nil {
+		sf.Apps = map[string]stateApp{}
+	}
+	return &sf, nil
 }
 
 // writeFileAtomic writes data to a temp file beside path, fsyncs it, renames

@@ -24,6 +24,8 @@ type version struct {
 	stopping bool
 
 	state atomic.Value // string: starting serving draining stopped failed
+
+	drainDeadline time.Time // set when it starts draining; guarded by App.mu
 }
 
 // launches numbers launches, making version keys unique in this daemon.

@@ -41,6 +41,9 @@ func runStart(ctx context.Context, inv *invocation) error {
 			return err
 		}
 	}
+	if isUpgradeChild() {
+		return inv.becomeDaemon(ctx, cfg, app)
+	}
 	cl := inv.client(cfg)
 	up, err := cl.alive(ctx)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/deployer/deployer/sockets"
 	"github.com/deployer/deployer/supervisor"
@@ -15,6 +16,14 @@ import (
 // becomeDaemon runs the daemon in the foreground until SIGINT or SIGTERM,
 // or a shutdown request, and returns once it has drained and stopped the
 // apps. app, if set, is the only app started.
+// upgradeTimeout bounds how long a new daemon may take to become ready.
+const upgradeTimeout = 10 * time.Second
+
+// isUpgradeChild reports whether this process is the new daemon of an
+// upgrade: tableflip marks it in the environment. It must become the daemon
+// even though the old one still answers on the control socket.
+func isUpgradeChild() bool { return os.Getenv(sockets.HasParentEnv) != "" }
+
 func (inv *invocation) becomeDaemon(ctx context.Context, cfg *supervisor.Config, app string) error {
 	var handler slog.Handler = slog.NewTextHandler(inv.stderr, nil)
 	if inv.asJSON {
@@ -25,7 +34,11 @@ func (inv *invocation) becomeDaemon(ctx context.Context, cfg *supervisor.Config,
 	// Every listener comes from the upgrader, the control socket too: one
 	// bound directly would race a future upgrade's new process for it
 	// (tableflip, see PITFALLS.md).
-	upg, err := sockets.NewUpgrader(sockets.UpgraderOptions{})
+	upg, err := sockets.NewUpgrader(sockets.UpgraderOptions{
+		PIDFile: cfg.Deployer.PIDFile,
+		// A new daemon is ready once it has adopted the apps: seconds at most.
+		UpgradeTimeout: upgradeTimeout,
+	})
 	if err != nil {
 		return fmt.Errorf("listeners: %w", err)
 	}
@@ -36,6 +49,7 @@ func (inv *invocation) becomeDaemon(ctx context.Context, cfg *supervisor.Config,
 		Listen:  upg.Listen,
 		Ready:   upg.Ready,
 		OnlyApp: app,
+		Upgrade: upg.Upgrade,
 	})
 	if err != nil {
 		// NewDaemon only checks what it was given; its refusal is a config
@@ -49,15 +63,21 @@ func (inv *invocation) becomeDaemon(ctx context.Context, cfg *supervisor.Config,
 	// in its own process group, with nobody to stop them.
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// SIGHUP is reserved for the self-upgrade (CONTRACT.md), which this
-	// build does not do yet. Its default action would kill the daemon and
-	// leave the apps orphaned, so it is caught and refused instead.
+	// SIGHUP upgrades, as `deployer upgrade` does (CONTRACT.md; systemd's
+	// ExecReload). Its default action would kill the daemon.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			logger.Warn("SIGHUP ignored: self-upgrade is not available in this version; the daemon keeps running")
+			logger.Info("SIGHUP: upgrading")
+			res, err := d.Upgrade()
+			switch {
+			case err != nil:
+				logger.Error("SIGHUP: upgrade refused", "error", err)
+			case !res.OK:
+				logger.Error("SIGHUP: upgrade failed; serving on", "error", res.Error)
+			}
 		}
 	}()
 	if err := d.Run(ctx); err != nil {

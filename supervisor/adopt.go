@@ -1,0 +1,168 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"time"
+
+	"github.com/deployer/deployer/proxy"
+)
+
+// backlog is how much of an adopted process's output file before the
+// hand-over point is read again, so `deployer logs` shows what the app wrote
+// before the upgrade or crash too.
+const backlog = 128 << 10
+
+// adoptAll takes over the processes the state file lists (left by the daemon
+// this one replaces: an upgrade, or a crash of the last one) instead of
+// starting new copies. It returns the apps that still need a boot: nothing
+// of theirs survived, or the state never knew them.
+func (d *Daemon) adoptAll() []*App {
+	st, err := readState(d.layout.StateFile())
+	if err != nil {
+		d.log.Error("reading the state file: starting every app afresh", "error", err)
+		return d.appList()
+	}
+	var boot []*App
+	for _, a := range d.appList() {
+		sa, ok := st.Apps[a.name]
+		if !ok {
+			boot = append(boot, a)
+			continue
+		}
+		if !a.adopt(sa) {
+			boot = append(boot, a)
+		}
+	}
+	return boot
+}
+
+// adopt restores an app from its state; it reports whether the app is taken
+// care of (serving adopted processes, or stopped on purpose).
+func (a *App) adopt(sa stateApp) bool {
+	a.mu.Lock()
+	a.previous, a.last, a.userStopped = sa.Previous, sa.Last, sa.Stopped
+	a.mu.Unlock()
+	if sa.Paused {
+		a.setPaused(true)
+	}
+	for _, sv := range sa.Draining {
+		if v := a.adoptVersion(sv); v != nil {
+			a.mu.Lock()
+			a.draining[v] = struct{}{}
+			a.drains.Add(1)
+			a.mu.Unlock()
+			left := time.Until(sv.Deadline)
+			go a.drainWithin(v, 0, max(left, 0))
+		}
+	}
+	if sa.Serving == nil {
+		if sa.Stopped {
+			a.mu.Lock()
+			a.state = StateStopped
+			a.mu.Unlock()
+			return true
+		}
+		return false
+	}
+	v := a.adoptVersion(*sa.Serving)
+	if v == nil {
+		// Nothing survived: boot starts the version that served, not the
+		// one deploy.toml names (a deploy that happened stays done).
+		a.mu.Lock()
+		a.last = sa.Serving.Version
+		a.mu.Unlock()
+		a.log.Warn("no process of the serving version survived: starting it again", "version", sa.Serving.Version)
+		return false
+	}
+	a.d.proxy.Serve(a.name, v.key, targets(v))
+	for _, in := range v.instances {
+		if _, ep, healthy, _ := in.snapshot(); !healthy {
+			a.d.proxy.SetInstance(a.name, v.key, in.index, proxy.Target{Network: ep.network, Addr: ep.addr}, false)
+		}
+	}
+	v.state.Store(StateServing)
+	a.mu.Lock()
+	a.serving, a.state = v, StateServing
+	if a.last == "" {
+		a.last = v.name
+	}
+	a.mu.Unlock()
+	a.watch(v) // an instance that did not survive is restarted from here
+	return true
+}
+
+// adoptVersion rebuilds a version from its state, adopting every process
+// that still runs. An instance whose process is gone gets a stand-in that
+// has already exited, so the crash watcher restarts it. It returns nil when
+// no process survived.
+func (a *App) adoptVersion(sv stateVersion) *version {
+	cfg := *a.cfg.Load()
+	cfg.Instances = len(sv.Instances) // what runs, whatever deploy.toml says now
+	if cfg.Instances == 0 {
+		return nil
+	}
+	v := newVersion(sv.Version, &cfg)
+	v.launched = sv.Launched
+	alive := 0
+	for i, si := range sv.Instances {
+		in := v.instances[i]
+		ep := endpoint{network: "unix", addr: si.Socket}
+		if si.Socket == "" {
+			ep = endpoint{network: "tcp", addr: si.Addr}
+		}
+		spec := launchSpec{App: a.name, Version: sv.Version, Instance: i, Socket: si.Socket, LogPath: si.Log}
+		p, err := adoptProcess(spec, si.PID, si.StartTicks, si.Started, backlogStart(si.Log, si.LogOffset), a.logs)
+		if err != nil {
+			a.log.Warn("process did not survive", "version", sv.Version, "instance", i, "pid", si.PID, "error", err)
+			p = exitedProcess(spec)
+		} else {
+			alive++
+			a.log.Info("process adopted", "version", sv.Version, "instance", i, "pid", p.pid, "addr", ep.addr)
+		}
+		in.mu.Lock()
+		in.proc, in.ep, in.healthy, in.restarts = p, ep, !p.exited(), si.Restarts
+		in.mu.Unlock()
+	}
+	if alive == 0 {
+		return nil
+	}
+	return v
+}
+
+// exitedProcess stands in for a process that did not survive.
+func exitedProcess(spec launchSpec) *process {
+	p := &process{spec: spec, adopted: true, done: make(chan struct{}), outDone: make(chan struct{})}
+	close(p.done)
+	close(p.outDone)
+	return p
+}
+
+// backlogStart is where to start reading an adopted process's output file:
+// up to `backlog` bytes before the hand-over point, at a line start.
+func backlogStart(path string, offset int64) int64 {
+	start := max(offset-backlog, 0)
+	if start == 0 || path == "" {
+		return start
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return offset
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	n, err := f.ReadAt(buf, start)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return offset
+	}
+	for i := 0; i < n; i++ {
+		if buf[i] == '\n' {
+			return start + int64(i) + 1
+		}
+	}
+	return offset
+}
+
+var _ = context.Background
