@@ -62,6 +62,7 @@ type Daemon struct {
 	upgradeMu   sync.Mutex
 	bg          sync.RWMutex
 	handedOver  atomic.Bool
+	upgrading   atomic.Bool
 	handoverC   chan struct{}
 	handoverOne sync.Once
 
@@ -254,7 +255,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 // deadline is hard.
 func (d *Daemon) finishHandover(ctrl *http.Server, pub *publicServer) error {
 	d.cancel() // health checks, restarts, reloads: the new daemon's now
-	deadline := d.maxDrain()
+	// The longest drain_timeout: no process is stopped here, so no
+	// stop_timeout on top.
+	deadline := d.config().Deployer.DrainTimeout
+	for _, a := range d.config().Apps {
+		deadline = max(deadline, a.DrainTimeout)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -49,10 +49,10 @@ type stateInstance struct {
 }
 
 // saveState writes the state file; a failure is logged, never fatal: the
-// apps serve on whether or not the file could be written. A daemon that
-// handed over to a new one writes nothing more: the file is the new one's.
+// apps serve on whether or not the file could be written. While a new daemon
+// starts, and once it took over, the file is the new one's to write.
 func (d *Daemon) saveState() {
-	if d.handedOver.Load() {
+	if d.handedOver.Load() || d.upgrading.Load() {
 		return
 	}
 	d.stateMu.Lock()

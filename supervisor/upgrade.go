@@ -63,12 +63,16 @@ func (d *Daemon) Upgrade() (*UpgradeResult, error) {
 		a.pauseOutput()
 	}
 	d.saveState()
+	// From here the state file is the new daemon's to write, unless it fails.
+	d.upgrading.Store(true)
 	res := &UpgradeResult{OldPID: os.Getpid()}
 	d.log.Info("upgrading: starting the new daemon")
 	if err := d.opts.Upgrade(); err != nil {
+		d.upgrading.Store(false)
 		for _, a := range apps {
 			a.resumeOutput()
 		}
+		d.saveState() // the failed one may have written its own
 		d.bg.Unlock()
 		unlock()
 		res.Error = err.Error()
