@@ -78,6 +78,9 @@ func writeStatus(w io.Writer, st *supervisor.Status) error {
 		if a.LastError != "" {
 			fmt.Fprintf(tw, "  last error: %s\n", oneLine(a.LastError))
 		}
+		if len(a.Pending) > 0 {
+			fmt.Fprintf(tw, "  pending: %s changed in deploy.toml; takes effect at the next swap or restart\n", strings.Join(a.Pending, ", "))
+		}
 		if len(a.Instances) > 0 {
 			fmt.Fprintln(tw, "  INSTANCE\tVERSION\tPID\tHEALTHY\tRESTARTS\tCPU %\tRSS MiB\tSOCKET")
 			for _, in := range a.Instances {
@@ -93,7 +96,13 @@ func writeStatus(w io.Writer, st *supervisor.Status) error {
 		}
 		fmt.Fprintln(tw)
 	}
+	if st.ConfigError != "" {
+		fmt.Fprintf(tw, "deploy.toml is invalid; the daemon runs on its last valid config:\n  %s\n\n", strings.ReplaceAll(st.ConfigError, "\n", "\n  "))
+	}
 	fmt.Fprintf(tw, "load average: %.2f, %.2f, %.2f\n", st.Load.Load1, st.Load.Load5, st.Load.Load15)
+	if st.Daemon.PID != 0 {
+		fmt.Fprintf(tw, "daemon: pid %d, up since %s\n", st.Daemon.PID, st.Daemon.Started.Local().Format("2006-01-02 15:04:05"))
+	}
 	return tw.Flush()
 }
 
