@@ -52,9 +52,13 @@ type App struct {
 	log  *slog.Logger
 	cfg  atomic.Pointer[AppConfig]
 
-	// op serialises operations; a second one is refused (TryLock), never
+	// op serialises operations; a second one is refused (acquireOp), never
 	// queued: a CI job should learn at once that another deploy is running.
 	op sync.Mutex
+	// booting is set while the daemon's own start of the app runs: an
+	// operation waits for it (one attempt, within ready_timeout) instead of
+	// being refused, since `status` already says serving a moment before.
+	booting atomic.Bool
 
 	mu       sync.Mutex
 	serving  *version
@@ -290,11 +294,24 @@ func targets(v *version) []proxy.Target {
 // Start launches the app at version (its last or configured one when "")
 // and moves traffic to it. Requests arriving meanwhile are held by the proxy.
 func (a *App) Start(ctx context.Context, name string, progress progressFunc) (*Result, error) {
-	if !a.op.TryLock() {
+	if !a.acquireOp() {
 		return nil, fmt.Errorf("%w on %s", ErrOpRunning, a.name)
 	}
 	defer a.op.Unlock()
 	return a.startLocked(ctx, "start", name, progress)
+}
+
+// acquireOp takes the operation lock, or reports that another operation
+// holds it. The daemon's own boot is waited for, not refused.
+func (a *App) acquireOp() bool {
+	if a.op.TryLock() {
+		return true
+	}
+	if a.booting.Load() {
+		a.op.Lock()
+		return true
+	}
+	return false
 }
 
 // startLocked is Start with a.op held.
@@ -347,7 +364,7 @@ func (a *App) startLocked(ctx context.Context, op, name string, progress progres
 // healthy, and drains the old one in the background (or before returning,
 // with waitDrain). A failed launch leaves the serving version untouched.
 func (a *App) Swap(ctx context.Context, op, name string, waitDrain bool, progress progressFunc) (*Result, error) {
-	if !a.op.TryLock() {
+	if !a.acquireOp() {
 		return nil, fmt.Errorf("%w on %s: try again when it is done", ErrOpRunning, a.name)
 	}
 	defer a.op.Unlock()
@@ -423,7 +440,7 @@ func (a *App) Swap(ctx context.Context, op, name string, waitDrain bool, progres
 // Stop drains the serving version and stops its processes. New requests are
 // held (up to queue_timeout) until the app starts again.
 func (a *App) Stop(ctx context.Context, progress progressFunc) (*Result, error) {
-	if !a.op.TryLock() {
+	if !a.acquireOp() {
 		return nil, fmt.Errorf("%w on %s", ErrOpRunning, a.name)
 	}
 	defer a.op.Unlock()

@@ -320,9 +320,11 @@ func (d *Daemon) listenControl() (net.Listener, error) {
 func (d *Daemon) boot(a *App) {
 	backoff := time.Second
 	for {
+		a.booting.Store(true)
 		res, err := a.Start(d.ctx, "", func(format string, args ...any) {
 			d.log.Info(fmt.Sprintf(format, args...), "app", a.name)
 		})
+		a.booting.Store(false)
 		if err != nil || res.OK || d.ctx.Err() != nil {
 			return // started, or someone else is operating on it
 		}
