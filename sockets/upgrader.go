@@ -195,9 +195,21 @@ func (u *Upgrader) Upgrade() error {
 			time.Sleep(time.Millisecond)
 			continue
 		}
+		if err.Error() == parentRunningMsg {
+			return fmt.Errorf("%w: %w", ErrParentRunning, err)
+		}
 		return fmt.Errorf("sockets: upgrade: %w", err)
 	}
 }
+
+// parentRunningMsg is tableflip's (unexported) refusal while the process an
+// earlier upgrade replaced has not exited yet.
+const parentRunningMsg = "parent hasn't exited"
+
+// ErrParentRunning refuses an upgrade while the daemon the previous upgrade
+// replaced is still finishing its requests: tableflip allows one old
+// process at a time.
+var ErrParentRunning = errors.New("sockets: the daemon replaced by the previous upgrade has not exited yet")
 
 // notReadyMsg is the text of tableflip v1.2.3's unexported errNotReady.
 const notReadyMsg = "process is not ready yet"

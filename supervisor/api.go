@@ -17,6 +17,7 @@ import "time"
 //	GET  /v1/apps/{app}/logs?n=200&follow=1 -> text/plain, one line each, follows while follow=1
 //	POST /v1/upgrade                    -> UpgradeResult (upgrade.go); ok=false: the old daemon serves on
 //	POST /v1/shutdown                   -> {} then the daemon stops gracefully
+//	GET  /v1/routes                     -> RoutesStatus (redisroutes.go); 404 without [routes] redis
 
 // APIError is the body of every non-2xx control answer.
 type APIError struct {
@@ -65,6 +66,8 @@ type Status struct {
 	ConfigError string `json:"config_error,omitempty"`
 	// Daemon is the process answering: its pid changes with every upgrade.
 	Daemon DaemonStatus `json:"daemon"`
+	// Routes reports the routes from Redis, when [routes] redis is set.
+	Routes *RoutesStatus `json:"routes,omitempty"`
 }
 
 type DaemonStatus struct {

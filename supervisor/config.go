@@ -79,6 +79,7 @@ type Config struct {
 	Dir      string // its directory: relative paths are relative to it
 	Deployer DeployerConfig
 	Apps     map[string]*AppConfig
+	Routes   RoutesConfig // [routes]: routes from Redis (redisroutes.go)
 }
 
 // DeployerConfig is the [deployer] table.
@@ -91,6 +92,29 @@ type DeployerConfig struct {
 	// PIDFile, if set (absolute), holds the daemon's pid, rewritten
 	// atomically by every new daemon after an upgrade (systemd's PIDFile=).
 	PIDFile string
+}
+
+// Defaults of the [routes] table.
+const (
+	// DefaultRoutesResync is how often the whole Redis table is read again,
+	// as a safety net for a missed notification.
+	DefaultRoutesResync = 5 * time.Second
+	// DefaultRoutesHealthInterval is how often each host:port and unix:
+	// target of a Redis route gets a connect check.
+	DefaultRoutesHealthInterval = 2 * time.Second
+)
+
+// RoutesConfig is the [routes] table: a routing table in Redis that several
+// deployer proxies share. The zero value (no Redis) routes by deploy.toml
+// alone.
+type RoutesConfig struct {
+	Redis string // redis://host:port/db URL; "" = no routes from Redis
+	// KeyspaceEvents makes the daemon turn on keyspace notifications for
+	// hashes (CONFIG SET notify-keyspace-events, adding K and h), so that a
+	// plain `redis-cli HSET routes ...` takes effect at once.
+	KeyspaceEvents bool
+	Resync         time.Duration
+	HealthInterval time.Duration
 }
 
 // AppConfig is one [apps.NAME] table, defaults filled in. Command, Dir and

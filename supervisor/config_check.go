@@ -20,6 +20,15 @@ import (
 type rawConfig struct {
 	Deployer rawDeployer       `toml:"deployer"`
 	Apps     map[string]rawApp `toml:"apps"`
+	Routes   rawRoutes         `toml:"routes"`
+}
+
+// rawRoutes is the [routes] table (RoutesConfig).
+type rawRoutes struct {
+	Redis          string   `toml:"redis"`
+	KeyspaceEvents bool     `toml:"keyspace_events"`
+	Resync         duration `toml:"resync"`
+	HealthInterval duration `toml:"health_interval"`
 }
 
 type rawDeployer struct {
@@ -84,6 +93,13 @@ var deployerKeys = map[string]kind{
 	"max_queued":    kindInt,
 	"drain_timeout": kindDuration,
 	"pid_file":      kindString,
+}
+
+var routesKeys = map[string]kind{
+	"redis":           kindString,
+	"keyspace_events": kindBool,
+	"resync":          kindDuration,
+	"health_interval": kindDuration,
 }
 
 var appKeys = map[string]kind{
@@ -189,6 +205,7 @@ func parseConfig(name, abs string, src []byte) (*Config, error) {
 	dir := filepath.Dir(abs)
 	cfg := &Config{Path: abs, Dir: dir, Apps: make(map[string]*AppConfig)}
 	cfg.Deployer = l.deployer(raw.Deployer, dir)
+	cfg.Routes = l.routesTable(raw.Routes)
 	l.apps(cfg, raw.Apps)
 	if err := l.err(); err != nil {
 		return nil, err
@@ -232,13 +249,16 @@ func (l *loader) checkKeys(tree map[string]any) []toml.Key {
 // schemaKind returns the kind key must have, or known=false and the names
 // allowed in its place (for a spelling hint).
 func schemaKind(key toml.Key) (want kind, siblings []string, known bool) {
-	top := []string{"deployer", "apps"}
+	top := []string{"deployer", "apps", "routes"}
 	switch {
 	case len(key) == 1:
 		return kindTable, top, slices.Contains(top, key[0])
 	case key[0] == "deployer" && len(key) == 2:
 		want, known = deployerKeys[key[1]]
 		return want, mapKeys(deployerKeys), known
+	case key[0] == "routes" && len(key) == 2:
+		want, known = routesKeys[key[1]]
+		return want, mapKeys(routesKeys), known
 	case key[0] == "apps" && len(key) == 2:
 		return kindTable, nil, true // the name is checked by validate
 	case key[0] == "apps" && len(key) == 3:

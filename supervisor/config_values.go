@@ -66,7 +66,11 @@ var appNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
 // apps validates every [apps.NAME] and adds it to cfg with defaults filled in.
 func (l *loader) apps(cfg *Config, raws map[string]rawApp) {
 	if len(raws) == 0 {
-		l.addf(toml.Key{"apps"}, "no apps defined: add an [apps.NAME] table")
+		// A proxy that only routes to other hosts by Redis routes needs no
+		// app of its own.
+		if cfg.Routes.Redis == "" {
+			l.addf(toml.Key{"apps"}, "no apps defined: add an [apps.NAME] table")
+		}
 		return
 	}
 	order := l.appOrder(raws)
@@ -355,4 +359,21 @@ func (l *loader) routes(cfg *Config, order []string) {
 			owner[r] = name
 		}
 	}
+}
+
+// routesTable validates [routes] (routes from Redis, redisroutes.go) and
+// fills in its defaults.
+func (l *loader) routesTable(raw rawRoutes) RoutesConfig {
+	var r RoutesConfig // zero without Redis
+	key := func(k string) toml.Key { return toml.Key{"routes", k} }
+	if l.defined(key("redis")) && raw.Redis != "" {
+		r = RoutesConfig{Redis: raw.Redis, Resync: DefaultRoutesResync, HealthInterval: DefaultRoutesHealthInterval}
+		if problem := redisURLProblem(r.Redis); problem != "" {
+			l.addf(key("redis"), "routes.redis %q: %s", r.Redis, problem)
+		}
+	}
+	r.KeyspaceEvents = raw.KeyspaceEvents
+	r.Resync = l.duration(key("resync"), raw.Resync, r.Resync)
+	r.HealthInterval = l.duration(key("health_interval"), raw.HealthInterval, r.HealthInterval)
+	return r
 }

@@ -26,6 +26,14 @@ func (d *Daemon) controlHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, res)
 	})
+	mux.HandleFunc("GET /v1/routes", func(w http.ResponseWriter, r *http.Request) {
+		st := d.routesStatus()
+		if st == nil {
+			writeError(w, fmt.Errorf("%w: no [routes] redis in deploy.toml", ErrNoRedisRoutes))
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
 	mux.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, struct{}{})
 		d.log.Info("shutdown requested")
@@ -57,6 +65,8 @@ func apiStatus(err error) (int, string) {
 		return http.StatusConflict, "no_previous"
 	case errors.Is(err, ErrNotServing):
 		return http.StatusConflict, "not_serving"
+	case errors.Is(err, ErrNoRedisRoutes):
+		return http.StatusNotFound, "no_redis_routes"
 	}
 	return http.StatusInternalServerError, "internal"
 }
@@ -92,6 +102,7 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st.ConfigError = d.reloadErr
 	d.mu.RUnlock()
 	st.Daemon = DaemonStatus{PID: os.Getpid(), Started: d.started.UTC(), Binary: executable()}
+	st.Routes = d.routesStatus()
 	writeJSON(w, http.StatusOK, st)
 }
 

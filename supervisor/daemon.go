@@ -68,6 +68,11 @@ type Daemon struct {
 
 	stateMu sync.Mutex
 	procs   *procSampler
+
+	// Routes from Redis (redis*.go): the routing table merges deploy.toml's
+	// routes and Redis's; redis is nil without [routes] redis.
+	routes routeMerger
+	redis  *redisRoutes
 }
 
 // NewDaemon prepares a daemon for cfg; Run starts it.
@@ -102,8 +107,13 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 		d.apps[name] = newApp(d, cfg.Apps[name])
 		d.proxy.SetApp(name, appOptions(cfg))
 	}
-	if err := d.proxy.SetRoutes(routes); err != nil {
+	if err := d.setTOMLRoutes(routes); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if cfg.Routes.Redis != "" {
+		if d.redis, err = d.newRedisRoutes(cfg.Routes); err != nil {
+			return nil, err
+		}
 	}
 	return d, nil
 }
@@ -155,6 +165,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go ctrl.Serve(ctrlL)
 	defer ctrl.Close()
 
+	// Redis routes (or their cache) are in the table before the proxy
+	// accepts: a new daemon after an upgrade must not answer 404 for them.
+	if d.redis != nil {
+		d.redis.start(d.ctx)
+	}
 	var pub *publicServer
 	if addr := cfg.Deployer.Listen; addr != "" {
 		l, err := d.opts.Listen("tcp", addr)
@@ -232,6 +247,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			a.shutdown()
 		}()
 	}
+	if d.redis != nil {
+		wg.Go(func() { d.redis.shutdown(d.config().Deployer.DrainTimeout) })
+	}
 	wg.Wait()
 	d.saveState()
 	// Nothing serves any more: the stable paths and the control socket go,
@@ -272,21 +290,30 @@ func (d *Daemon) finishHandover(ctrl *http.Server, pub *publicServer) error {
 		defer scancel()
 		ctrl.Shutdown(sctx)
 	}()
+	// Requests still arriving on connections this daemon accepted are
+	// forwarded as before, each answer closing its connection; retiring the
+	// versions now would hold them, with nothing to serve them. Once those
+	// connections are gone and nothing is in flight (websockets included),
+	// or at the deadline, everything is retired, cutting what is left.
 	if pub != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pub.handOver(ctx)
-		}()
+		pub.handOver(ctx)
+	}
+	for d.inFlight() > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+			continue
+		}
+		break
 	}
 	cut := 0
 	var mu sync.Mutex
-	for _, a := range d.appList() {
-		for key := range d.proxy.Stats(a.name).InFlight {
+	for _, app := range d.proxy.Apps() { // the apps and Redis address routes
+		for key := range d.proxy.Stats(app).InFlight {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				n := d.proxy.Retire(ctx, a.name, key)
+				n := d.proxy.Retire(ctx, app, key)
 				mu.Lock()
 				cut += n
 				mu.Unlock()
@@ -296,6 +323,17 @@ func (d *Daemon) finishHandover(ctrl *http.Server, pub *publicServer) error {
 	wg.Wait()
 	d.log.Info("handed over: old daemon exits", "cut", cut)
 	return nil
+}
+
+// inFlight counts the proxy's requests in flight, upgraded ones included.
+func (d *Daemon) inFlight() int {
+	n := 0
+	for _, app := range d.proxy.Apps() {
+		for _, c := range d.proxy.Stats(app).InFlight {
+			n += c
+		}
+	}
+	return n
 }
 
 // listenControl opens <state_dir>/deployer.sock with mode 0600: created under

@@ -92,6 +92,9 @@ func (d *Daemon) checkReload(old, cfg *Config) error {
 	if cfg.Deployer.Listen != old.Deployer.Listen {
 		return fmt.Errorf("%w: %s: listen cannot change while the daemon runs (restart it)", ErrConfig, cfg.Path)
 	}
+	if cfg.Routes != old.Routes {
+		return fmt.Errorf("%w: %s: [routes] cannot change while the daemon runs (deployer upgrade applies it)", ErrConfig, cfg.Path)
+	}
 	if _, err := routesOf(cfg); err != nil {
 		return err
 	}
@@ -134,7 +137,8 @@ func (d *Daemon) apply(old, cfg *Config) {
 			d.log.Error("watching the hold file", "app", a.name, "error", err)
 		}
 	}
-	if err := d.proxy.SetRoutes(routes); err != nil {
+	// Merged with the Redis routes (redismerge.go).
+	if err := d.setTOMLRoutes(routes); err != nil {
 		d.log.Error("applying routes", "error", err) // checked in checkReload
 	}
 	for _, a := range added {

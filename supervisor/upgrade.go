@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/deployer/deployer/sockets"
 )
 
 // ErrUpgradeBusy refuses an upgrade while another one runs, or while the
@@ -69,12 +71,16 @@ func (d *Daemon) Upgrade() (*UpgradeResult, error) {
 	d.log.Info("upgrading: starting the new daemon")
 	if err := d.opts.Upgrade(); err != nil {
 		d.upgrading.Store(false)
+		refused := errors.Is(err, sockets.ErrParentRunning)
 		for _, a := range apps {
 			a.resumeOutput()
 		}
 		d.saveState() // the failed one may have written its own
 		d.bg.Unlock()
 		unlock()
+		if refused {
+			return nil, fmt.Errorf("%w: %v", ErrUpgradeBusy, err)
+		}
 		res.Error = err.Error()
 		d.log.Error("upgrade failed: this daemon serves on", "error", err)
 		return res, nil

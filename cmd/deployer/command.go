@@ -48,8 +48,10 @@ func commands() []*command {
 		pauseCommand(),
 		resumeCommand(),
 		logsCommand(),
+		upgradeCommand(),
 		shutdownCommand(),
 		checkCommand(),
+		routeCommand(),
 		helpCommand(),
 	}
 }

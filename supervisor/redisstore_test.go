@@ -1,0 +1,45 @@
+package supervisor
+
+import (
+	"context"
+	"testing"
+)
+
+// The store writes canonical values, and removes a host however it is
+// spelled in the hash.
+func TestRouteStore(t *testing.T) {
+	srv := startRedis(t)
+	s, err := OpenRouteStore(srv.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	spec, err := ParseRoute("A.Test", " 10.0.0.1:80 ,unix:/srv//a.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	srv.client().HSet(ctx, RedisRoutesKey, "Hand.Written", "web")
+	got, err := s.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["a.test"] != "10.0.0.1:80,unix:/srv/a.sock" || got["Hand.Written"] != "web" || len(got) != 2 {
+		t.Errorf("List = %q", got)
+	}
+	for _, host := range []string{"A.TEST", "Hand.Written", "a.test"} {
+		removed, err := s.Remove(ctx, host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := host != "a.test"; removed != want {
+			t.Errorf("Remove(%q) = %v, want %v", host, removed, want)
+		}
+	}
+	if got, _ := s.List(ctx); len(got) != 0 {
+		t.Errorf("left: %q", got)
+	}
+}
