@@ -56,7 +56,7 @@ func TestUsageErrors(t *testing.T) {
 		{"no command", nil, "deployer: no command given", "usage: deployer [-c PATH] COMMAND"},
 		{"unknown command", []string{"deploy"}, `deployer: unknown command "deploy"`, "usage: deployer [-c PATH] COMMAND"},
 		{"unknown global flag", []string{"--verbose", "status"}, "deployer: flag provided but not defined: -verbose", "usage: deployer [-c PATH] COMMAND"},
-		{"upgrade is not there yet", []string{"upgrade"}, `deployer: unknown command "upgrade"`, "usage: deployer [-c PATH]"},
+		{"upgrade takes no argument", []string{"upgrade", "-c", one, "now"}, `deployer upgrade: unexpected argument "now"`, "usage: deployer upgrade"},
 		{"unknown flag", []string{"swap", "-c", one, "v2", "--now"}, "deployer swap: flag provided but not defined: -now", "usage: deployer swap [APP] VERSION [--wait-drain] [--json]"},
 		{"missing version", []string{"swap", "-c", one}, "deployer swap: missing VERSION", "usage: deployer swap [APP] VERSION"},
 		{"too many", []string{"swap", "-c", one, "web", "v2", "v3"}, `deployer swap: unexpected argument "v3"`, "usage: deployer swap [APP] VERSION"},
