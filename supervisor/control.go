@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -176,7 +177,13 @@ func (d *Daemon) handleOp(w http.ResponseWriter, r *http.Request) {
 func (d *Daemon) stream(w http.ResponseWriter, a *App, run func(context.Context, progressFunc) (*Result, error)) {
 	rc := http.NewResponseController(w)
 	enc := json.NewEncoder(w)
-	started := false
+	// Progress comes from several goroutines at once (one per instance of
+	// a launch), and must not outlive the handler: mu orders the writes,
+	// done ends them.
+	var (
+		mu            sync.Mutex
+		started, done bool
+	)
 	begin := func() {
 		if !started {
 			started = true
@@ -187,11 +194,19 @@ func (d *Daemon) stream(w http.ResponseWriter, a *App, run func(context.Context,
 	progress := func(format string, args ...any) {
 		msg := fmt.Sprintf(format, args...)
 		a.log.Info(msg)
+		mu.Lock()
+		defer mu.Unlock()
+		if done {
+			return
+		}
 		begin()
 		enc.Encode(Event{Type: "progress", Time: time.Now(), Message: msg})
 		rc.Flush()
 	}
 	res, err := run(d.ctx, progress)
+	mu.Lock()
+	defer mu.Unlock()
+	done = true
 	if err != nil && !started {
 		writeError(w, err)
 		return
