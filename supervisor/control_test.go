@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -261,6 +263,44 @@ func TestAPIStatus(t *testing.T) {
 		status, code := apiStatus(tt.err)
 		if status != tt.status || code != tt.code {
 			t.Errorf("%v: got %d %q, want %d %q", tt.err, status, code, tt.status, tt.code)
+		}
+	}
+}
+
+// Progress from several goroutines at once (a launch reports per instance)
+// makes whole NDJSON lines, and the result comes last.
+func TestStreamConcurrentProgress(t *testing.T) {
+	d := newTestDaemon(t)
+	a, err := d.app("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	d.stream(w, a, func(_ context.Context, progress progressFunc) (*Result, error) {
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := 0; j < 50; j++ {
+					progress("instance %d step %d", i, j)
+				}
+			}()
+		}
+		wg.Wait()
+		return &Result{OK: true, App: "web"}, nil
+	})
+	lines := strings.Split(strings.TrimSpace(w.Body.String()), "\n")
+	if len(lines) != 8*50+1 {
+		t.Fatalf("%d lines, want %d", len(lines), 8*50+1)
+	}
+	for i, l := range lines {
+		var ev Event
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("line %d %q: %v", i, l, err)
+		}
+		if last := i == len(lines)-1; (ev.Type == "result") != last {
+			t.Fatalf("line %d is a %q event", i, ev.Type)
 		}
 	}
 }
