@@ -34,6 +34,12 @@ func runCheck(_ context.Context, inv *invocation) error {
 	if cfg.Deployer.Listen != "" {
 		proxy = "proxy on " + cfg.Deployer.Listen
 	}
-	fmt.Fprintf(inv.stdout, "%s OK: %s (%s), %s\n", inv.configPath, apps, strings.Join(names, ", "), proxy)
+	if len(names) > 0 {
+		apps += " (" + strings.Join(names, ", ") + ")"
+	}
+	if cfg.Routes.Redis != "" {
+		apps += ", routes from Redis"
+	}
+	fmt.Fprintf(inv.stdout, "%s OK: %s, %s\n", inv.configPath, apps, proxy)
 	return nil
 }

@@ -96,6 +96,22 @@ func writeStatus(w io.Writer, st *supervisor.Status) error {
 		}
 		fmt.Fprintln(tw)
 	}
+	if r := st.Routes; r != nil {
+		fmt.Fprintf(tw, "routes from redis (%s): %s, %d hosts", r.URL, r.Redis, r.Hosts)
+		if r.LastError != "" {
+			fmt.Fprintf(tw, ", last error: %s", oneLine(r.LastError))
+		}
+		fmt.Fprintln(tw)
+		for _, rt := range r.Routes {
+			switch {
+			case rt.Error != "":
+				fmt.Fprintf(tw, "  %s\t%s\tignored: %s\n", rt.Host, rt.Target, oneLine(rt.Error))
+			default:
+				fmt.Fprintf(tw, "  %s\t%s\n", rt.Host, rt.Target)
+			}
+		}
+		fmt.Fprintln(tw)
+	}
 	if st.ConfigError != "" {
 		fmt.Fprintf(tw, "deploy.toml is invalid; the daemon runs on its last valid config:\n  %s\n\n", strings.ReplaceAll(st.ConfigError, "\n", "\n  "))
 	}
