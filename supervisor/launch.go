@@ -1,0 +1,245 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/deployer/deployer/proxy"
+	"github.com/deployer/deployer/sockets"
+)
+
+// failureLines is how many of a failed version's output lines a failure
+// report carries.
+const failureLines = 20
+
+// launchError is a failed launch: the reason and the version's last output.
+type launchError struct {
+	version string
+	reason  error
+	output  []string
+}
+
+func (e *launchError) Error() string {
+	return fmt.Sprintf("version %s: %v", e.version, e.reason)
+}
+func (e *launchError) Unwrap() []error { return []error{ErrLaunch, e.reason} }
+
+// launch starts every instance of a new version and waits until all of them
+// are healthy and have stayed so for the settle time. If any fails, all are
+// killed and a *launchError says why.
+func (a *App) launch(ctx context.Context, name string, progress progressFunc) (*version, error) {
+	cfg := a.cfg.Load()
+	if err := ValidVersion(name); err != nil {
+		return nil, err
+	}
+	v := newVersion(name, cfg)
+	progress("launching %s of %s (%d instance%s)", name, a.name, cfg.Instances, plural(cfg.Instances))
+	ctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
+	defer cancel()
+
+	// The first instance to fail says why; the others then fail only
+	// because the launch was cancelled, which would hide the reason.
+	var (
+		failOnce sync.Once
+		failure  error
+	)
+	fail := func(err error) {
+		failOnce.Do(func() { failure = err })
+		cancel() // one failed: none will move, stop waiting for the others
+	}
+	var wg sync.WaitGroup
+	for _, in := range v.instances {
+		p, ep, err := a.startInstance(v, in.index)
+		if err != nil {
+			fail(fmt.Errorf("instance %d: %w", in.index, err))
+			break
+		}
+		in.set(p, ep, false)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := waitReady(ctx, p, ep, cfg.Health, a.d.settle(cfg)); err != nil {
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) && !p.exited() {
+					err = fmt.Errorf("not healthy within %s: %w", cfg.ReadyTimeout, err)
+				}
+				fail(fmt.Errorf("instance %d (pid %d): %w", in.index, p.pid, err))
+				return
+			}
+			in.setHealthy(true)
+			progress("%s instance %d (pid %d) is healthy", name, in.index, p.pid)
+		}()
+	}
+	wg.Wait()
+	if err := failure; err != nil {
+		a.kill(v)
+		return nil, &launchError{version: name, reason: err, output: a.outputOf(v)}
+	}
+	v.state.Store(StateServing)
+	return v, nil
+}
+
+// startInstance launches the process for instance i of v on a fresh socket
+// (or port).
+func (a *App) startInstance(v *version, i int) (*process, endpoint, error) {
+	cfg := v.cfg
+	vars := Vars{App: a.name, Version: v.name, Instance: i}
+	var ep endpoint
+	if cfg.UsesPort() {
+		port, err := freePort()
+		if err != nil {
+			return nil, ep, err
+		}
+		vars.Port = port
+		ep = endpoint{network: "tcp", addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	} else {
+		path, err := a.layout().Unique(a.name, v.name, i)
+		if err != nil {
+			return nil, ep, err
+		}
+		vars.Socket = path
+		ep = endpoint{network: "unix", addr: path}
+	}
+	argv := make([]string, len(cfg.Command))
+	for j, s := range cfg.Command {
+		argv[j] = Expand(s, vars)
+	}
+	dir := Expand(cfg.Dir, vars)
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join(a.d.cfgDir(), dir)
+	}
+	logPath, err := a.outputPath(v.name, i)
+	if err != nil {
+		return nil, ep, err
+	}
+	spec := launchSpec{
+		App: a.name, Version: v.name, Instance: i,
+		Socket: vars.Socket, Port: vars.Port,
+		Command: argv, Dir: dir,
+		Env:     appEnv(os.Environ(), cfg.Env, vars, cfg.UsesPort()),
+		LogPath: logPath,
+	}
+	p, err := startProcess(spec, a.logs)
+	if err != nil {
+		return nil, ep, err
+	}
+	a.log.Info("process started", "version", v.name, "instance", i, "pid", p.pid, "addr", ep.addr)
+	return p, ep, nil
+}
+
+// outputPath names a fresh output file for a process of version, instance i:
+// <state_dir>/<app>/log/<version>-<i>-<random>.log.
+func (a *App) outputPath(version string, i int) (string, error) {
+	dir := filepath.Join(a.layout().AppDir(a.name), "log")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", fmt.Errorf("supervisor: output dir: %w", err)
+	}
+	f, err := os.CreateTemp(dir, fmt.Sprintf("%s-%d-*.log", version, i))
+	if err != nil {
+		return "", fmt.Errorf("supervisor: output file: %w", err)
+	}
+	f.Close()
+	return f.Name(), nil
+}
+
+// outputOf returns v's last output lines, waiting briefly for the pipes of
+// exited processes to be read to the end so the last words are there.
+func (a *App) outputOf(v *version) []string {
+	for _, in := range v.instances {
+		if p, _, _, _ := in.snapshot(); p != nil {
+			select {
+			case <-p.outDone:
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	lines := a.logs.Tail(failureLines, func(l LogLine) bool {
+		return l.Version == v.name && !l.Time.Before(v.launched)
+	})
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		out[i] = fmt.Sprintf("[%d] %s", l.Instance, l.Text)
+	}
+	return out
+}
+
+// kill ends every process of a version that never served.
+func (a *App) kill(v *version) {
+	v.markStopping()
+	for _, in := range v.instances {
+		if p, ep, _, _ := in.snapshot(); p != nil {
+			p.kill()
+			a.unlink(ep)
+		}
+	}
+	v.state.Store(StateFailed)
+}
+
+// activate moves traffic to v: the built-in proxy first, then one rename per
+// instance over the stable path for outer proxies (nginx). If a rename fails,
+// the stable paths already moved are put back on old's sockets.
+func (a *App) activate(v, old *version) error {
+	a.d.proxy.Serve(a.name, v.key, targets(v))
+	for i, in := range v.instances {
+		_, ep, _, _ := in.snapshot()
+		if ep.network != "unix" {
+			continue
+		}
+		if err := sockets.Swap(ep.addr, a.layout().Stable(a.name, i)); err != nil {
+			a.restoreStable(old, i)
+			if old != nil {
+				a.d.proxy.Serve(a.name, old.key, targets(old))
+			}
+			a.forget(v)
+			return fmt.Errorf("supervisor: moving %s to %s: %w", a.layout().Stable(a.name, i), ep.addr, err)
+		}
+	}
+	// A version with fewer instances than the last one leaves extra stable
+	// paths pointing at the old version: remove them once it is gone (drain).
+	return nil
+}
+
+// forget drops a version that the proxy served only for a moment (its
+// activation failed): anything it took is cut at once.
+func (a *App) forget(v *version) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	a.d.proxy.Retire(ctx, a.name, v.key)
+}
+
+// restoreStable points the first n stable paths back at old's sockets.
+func (a *App) restoreStable(old *version, n int) {
+	if old == nil {
+		return
+	}
+	for i := 0; i < n && i < len(old.instances); i++ {
+		if _, ep, _, _ := old.instances[i].snapshot(); ep.network == "unix" {
+			sockets.Swap(ep.addr, a.layout().Stable(a.name, i))
+		}
+	}
+}
+
+func targets(v *version) []proxy.Target {
+	ts := make([]proxy.Target, len(v.instances))
+	for i, in := range v.instances {
+		_, ep, _, _ := in.snapshot()
+		ts[i] = proxy.Target{Network: ep.network, Addr: ep.addr}
+	}
+	return ts
+}
+
+// freePort asks the kernel for a free loopback port. The app binds it a
+// moment later; a collision in between fails the launch, which is reported.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("supervisor: picking a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
