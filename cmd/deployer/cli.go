@@ -195,6 +195,21 @@ func (inv *invocation) loadConfigForDaemon() (*supervisor.Config, error) {
 	return peek, nil
 }
 
+// daemonApp reads deploy.toml for a command that talks to a running daemon
+// about one app, and resolves APP: the config, the app, and the arguments
+// after it.
+func (inv *invocation) daemonApp() (*supervisor.Config, string, []string, error) {
+	cfg, err := inv.loadConfigForDaemon()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	app, rest, err := inv.resolveApp(cfg)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return cfg, app, rest, nil
+}
+
 // resolveApp returns the APP argument, filled in when deploy.toml defines
 // exactly one app and it was left out, and the arguments after it. The
 // command's argument count has been checked already.

@@ -33,11 +33,7 @@ or the daemon stops.`,
 				if *n < 0 {
 					return usageErrorf("-n must be 0 or more, not %d", *n)
 				}
-				cfg, err := inv.loadConfigForDaemon()
-				if err != nil {
-					return err
-				}
-				app, _, err := inv.resolveApp(cfg)
+				cfg, app, _, err := inv.daemonApp()
 				if err != nil {
 					return err
 				}

@@ -61,11 +61,7 @@ Removing <state_dir>/APP/hold by hand does the same.`,
 
 // pauseResume runs pause or resume, which answer with the app's status.
 func (inv *invocation) pauseResume(ctx context.Context, op string) error {
-	cfg, err := inv.loadConfigForDaemon()
-	if err != nil {
-		return err
-	}
-	app, _, err := inv.resolveApp(cfg)
+	cfg, app, _, err := inv.daemonApp()
 	if err != nil {
 		return err
 	}

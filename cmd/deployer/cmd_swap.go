@@ -44,11 +44,7 @@ is gone too.`,
 		setup: func(fs *flag.FlagSet) runFunc {
 			waitDrain := fs.Bool("wait-drain", false, waitDrainUsage)
 			return func(ctx context.Context, inv *invocation) error {
-				cfg, err := inv.loadConfigForDaemon()
-				if err != nil {
-					return err
-				}
-				app, rest, err := inv.resolveApp(cfg)
+				cfg, app, rest, err := inv.daemonApp()
 				if err != nil {
 					return err
 				}
@@ -125,11 +121,7 @@ func streamed(op string) func(fs *flag.FlagSet) runFunc {
 
 // operateOnApp resolves [APP] and runs operation op on it.
 func (inv *invocation) operateOnApp(ctx context.Context, op string, req supervisor.SwapRequest) error {
-	cfg, err := inv.loadConfigForDaemon()
-	if err != nil {
-		return err
-	}
-	app, _, err := inv.resolveApp(cfg)
+	cfg, app, _, err := inv.daemonApp()
 	if err != nil {
 		return err
 	}
