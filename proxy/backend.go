@@ -172,14 +172,14 @@ func (b *backend) beginRetire(name string) (*version, <-chan struct{}) {
 // cut cancels every request still in flight on v and returns how many.
 func (b *backend) cut(v *version) int {
 	b.mu.Lock()
-	cancels := v.cutLocked()
+	calls := v.cutLocked()
 	b.mu.Unlock()
-	// Outside the lock: cancelling runs context machinery, and what it wakes
-	// (the forward loop, ReverseProxy) takes b.mu to unregister.
-	for _, cancel := range cancels {
-		cancel(ErrCut)
+	// Outside the lock: what an abort wakes (the forwarder) takes b.mu to
+	// unregister.
+	for _, c := range calls {
+		c.abort(ErrCut)
 	}
-	return len(cancels)
+	return len(calls)
 }
 
 // forget drops v from the backend.

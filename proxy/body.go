@@ -17,14 +17,14 @@ const maxReplayBody = 1 << 20
 var errAttemptOver = errors.New("proxy: request body read after its attempt ended")
 
 // replayBody hands the inbound request body to the successive attempts of
-// one forward, and knows whether any of it was sent: http.Transport closes a
-// request's body when an attempt fails, and may still be reading it in its
-// write loop after RoundTrip returned, so attempts never share a reader
-// without that being settled first (see endAttempt).
+// one forward, and knows whether any of it was sent: an attempt's body
+// writer may still be reading it when the attempt failed, so attempts never
+// share a reader without that being settled first (see endAttempt).
 //
 // A nil *replayBody is a request without a body: always replayable.
 type replayBody struct {
 	src      io.Reader // the inbound body
+	length   int64     // the inbound Content-Length; -1: unknown
 	buf      []byte    // the whole body, when buffered
 	buffered bool
 	sent     atomic.Int64 // bytes of src handed to attempts
@@ -39,7 +39,7 @@ func newReplayBody(body io.ReadCloser, contentLength int64, idempotent bool) (*r
 	if body == nil || body == http.NoBody {
 		return nil, nil
 	}
-	rb := &replayBody{src: body}
+	rb := &replayBody{src: body, length: contentLength}
 	if !idempotent || contentLength > maxReplayBody {
 		return rb, nil
 	}
@@ -63,31 +63,28 @@ func newReplayBody(body io.ReadCloser, contentLength int64, idempotent bool) (*r
 	return rb, nil
 }
 
-// prepare sets the body of one attempt's request.
-func (rb *replayBody) prepare(out *http.Request) {
+// attempt returns the body of one attempt and its length: 0 for none, -1
+// for unknown (sent chunked). A buffered body has a known length even if the
+// client sent chunks: framing is hop-by-hop.
+func (rb *replayBody) attempt() (io.Reader, int64) {
 	switch {
 	case rb == nil:
-		out.Body, out.GetBody = nil, nil
+		return nil, 0
 	case rb.buffered:
-		// A known length, even if the client sent chunks: framing is
-		// hop-by-hop.
-		out.ContentLength = int64(len(rb.buf))
-		out.Body, out.GetBody = nil, nil
-		if len(rb.buf) > 0 {
-			out.Body = io.NopCloser(bytes.NewReader(rb.buf))
-			// Lets http.Transport retry on a new connection by itself.
-			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(rb.buf)), nil }
+		if len(rb.buf) == 0 {
+			return nil, 0
 		}
+		return bytes.NewReader(rb.buf), int64(len(rb.buf))
 	default:
 		rb.cur = &attemptBody{rb: rb}
-		out.Body, out.GetBody = rb.cur, nil
+		return rb.cur, rb.length
 	}
 }
 
 // endAttempt ends the current attempt's use of the body: once it returns, the
 // attempt can no longer read (or count) a byte. It waits for a read in
-// progress, which only a transport write loop still sending the body of a
-// failed attempt can be doing.
+// progress, which only the body writer of a failed attempt (see
+// inlineBodyMax) can be doing.
 func (rb *replayBody) endAttempt() {
 	if rb != nil && rb.cur != nil {
 		rb.cur.detach()
@@ -119,12 +116,6 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 	a.rb.sent.Add(int64(n))
 	return n, err
 }
-
-// Close does nothing. http.Transport closes a failed attempt's body, but the
-// next attempt may still need the inbound body; the inbound body itself is
-// closed by ReverseProxy and the server when the handler returns, which is
-// when the whole forward is over.
-func (a *attemptBody) Close() error { return nil }
 
 func (a *attemptBody) detach() {
 	a.mu.Lock()

@@ -32,15 +32,17 @@ func TestReplayBody(t *testing.T) {
 				t.Fatalf("buffered = %v, want %v", rb.buffered, tt.buffered)
 			}
 			// A first attempt that fails before reading: still untouched.
-			out := &http.Request{ContentLength: tt.length}
-			rb.prepare(out)
+			rb.attempt()
 			rb.endAttempt()
 			if !rb.untouched() {
 				t.Fatal("untouched = false before any read")
 			}
 			// A second attempt reads the whole body.
-			rb.prepare(out)
-			got, err := io.ReadAll(out.Body)
+			body, n := rb.attempt()
+			if wantN := int64(len(tt.body)); tt.buffered && n != wantN || !tt.buffered && n != tt.length {
+				t.Errorf("attempt length = %d, want %d", n, map[bool]int64{true: wantN, false: tt.length}[tt.buffered])
+			}
+			got, err := io.ReadAll(body)
 			if err != nil || string(got) != tt.body {
 				t.Fatalf("second attempt read %d bytes, err %v; want the whole body", len(got), err)
 			}
@@ -48,7 +50,7 @@ func TestReplayBody(t *testing.T) {
 			if rb.untouched() != tt.buffered {
 				t.Errorf("untouched after a read = %v, want %v", rb.untouched(), tt.buffered)
 			}
-			if _, err := out.Body.Read(make([]byte, 1)); !tt.buffered && err != errAttemptOver {
+			if _, err := body.Read(make([]byte, 1)); !tt.buffered && err != errAttemptOver {
 				t.Errorf("read after endAttempt: %v, want errAttemptOver", err)
 			}
 		})

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"net"
+	"sync"
 	"time"
 )
 
@@ -12,18 +14,16 @@ import (
 type call struct {
 	b       *backend
 	route   *route
-	ctx     context.Context // per request; Retire cancels it with ErrCut
-	cancel  context.CancelCauseFunc
-	client  context.Context // the inbound request's own context: done when the client leaves
+	client  context.Context // the inbound request's context: done when the client leaves
 	arrival time.Time
 	seq     uint64 // arrival order, for the FIFO
 
 	// Owned by the request's goroutine.
 	deadline    time.Time   // arrival + queue_timeout, set on the first acquire
 	avoid       []*instance // instances that refused this request since the last state change
-	requestID   string
-	lastVersion string // for logs
-	resBody     *flightBody
+	requestID   string      // the client's X-Request-Id, or "" until idNum is formatted
+	idNum       uint64      // a generated request id (requestID == "")
+	lastVersion string      // for logs
 
 	// Guarded by b.mu.
 	list       *callList // the queue or a registry this call is in; nil if none
@@ -36,14 +36,124 @@ type call struct {
 	// wake carries one token when a releaser assigned the call (version,
 	// inst) or failed it (err) while it waited in the queue.
 	wake chan struct{}
+
+	// watchStop ends the watch on the client's context, once started
+	// (see watchClient). Owned by the request's goroutine.
+	watchStop func() bool
+
+	// The abort state: what cut the request, and the connections an abort
+	// must break. Guarded by amu.
+	amu    sync.Mutex
+	cause  error         // ErrCut or ErrClientGone, once aborted
+	bconn  *backendConn  // the current attempt's connection to the app
+	cconn  net.Conn      // the client's connection, once hijacked for an upgrade
+	bclose bool          // the attempt's connection must be closed, not pooled
+	abortc chan struct{} // closed by abort; made only for a wait that needs it
 }
 
-type callKey struct{}
+// clientWatchDelay is how long a request waits for its app's answer before
+// it watches its client's context. Registering a callback on the context of
+// every request costs four allocations and two locks; nearly every answer
+// comes sooner, and a client that left is noticed anyway when its answer is
+// written. A long poll, a slow page or a stream whose client left is
+// aborted, so the app sees it go, as http.Transport would.
+const clientWatchDelay = 100 * time.Millisecond
 
-// callFrom returns the call ServeHTTP attached to ctx, or nil.
-func callFrom(ctx context.Context) *call {
-	c, _ := ctx.Value(callKey{}).(*call)
-	return c
+// watchClient makes the client's leaving abort the request from now on.
+func (c *call) watchClient() {
+	if c.watchStop == nil {
+		c.watchStop = context.AfterFunc(c.client, func() { c.abort(ErrClientGone) })
+	}
+}
+
+// unwatchClient ends the watch, if one started.
+func (c *call) unwatchClient() {
+	if c.watchStop != nil {
+		c.watchStop()
+	}
+}
+
+// abort ends the request: Retire cut it (ErrCut) or its client left
+// (ErrClientGone). I/O on its connection to the app fails at once, and an
+// upgraded connection is closed on both sides. The first cause sticks. Safe
+// from any goroutine.
+func (c *call) abort(cause error) {
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	if c.cause != nil {
+		return
+	}
+	c.cause = cause
+	if c.abortc != nil {
+		close(c.abortc)
+	}
+	if c.bconn != nil {
+		c.bconn.abort()
+		c.bclose = true
+	}
+	if c.cconn != nil {
+		c.cconn.Close()
+	}
+}
+
+// abortChan returns a channel closed once the call is aborted.
+func (c *call) abortChan() <-chan struct{} {
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	if c.abortc == nil {
+		c.abortc = make(chan struct{})
+		if c.cause != nil {
+			close(c.abortc)
+		}
+	}
+	return c.abortc
+}
+
+// aborted returns the abort's cause, or nil.
+func (c *call) aborted() error {
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	return c.cause
+}
+
+// attach makes bc the connection an abort breaks. It reports false, with bc
+// broken, when the call was aborted already.
+func (c *call) attach(bc *backendConn) bool {
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	c.bconn, c.bclose = bc, false
+	if c.cause != nil {
+		bc.abort()
+		return false
+	}
+	return true
+}
+
+// detach ends the attempt's use of its connection and reports whether an
+// abort broke it meanwhile.
+func (c *call) detach() (broken bool) {
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	broken = c.bclose
+	c.bconn, c.bclose = nil, false
+	return broken
+}
+
+// attachClient makes an abort close the client's hijacked connection too. It
+// reports false when the call was aborted already.
+func (c *call) attachClient(conn net.Conn) bool {
+	c.amu.Lock()
+	defer c.amu.Unlock()
+	c.cconn = conn
+	return c.cause == nil
+}
+
+// id returns the request id sent to the app.
+func (c *call) id() string {
+	if c.requestID == "" {
+		c.requestID = formatRequestID(c.idNum)
+	}
+	return c.requestID
 }
 
 // callList is an intrusive doubly linked list of calls: O(1) insert at the

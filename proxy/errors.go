@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -96,13 +95,14 @@ func statusFor(err error) int {
 }
 
 // classify names why a forward failed when the error itself does not say:
-// a cancelled context is the client leaving, unless Retire cut the request.
+// the request was aborted (Retire cut it, or the client left), or its
+// client's context ended.
 func classify(c *call, err error) error {
-	if c == nil || !errors.Is(err, context.Canceled) && c.client.Err() == nil {
+	if c == nil || errors.Is(err, ErrCut) || errors.Is(err, ErrClientGone) {
 		return err
 	}
-	if errors.Is(context.Cause(c.ctx), ErrCut) {
-		return fmt.Errorf("%w: %w", ErrCut, err)
+	if cause := c.aborted(); cause != nil {
+		return fmt.Errorf("%w: %w", cause, err)
 	}
 	if c.client.Err() != nil {
 		return fmt.Errorf("%w: %w", ErrClientGone, err)
@@ -111,17 +111,19 @@ func classify(c *call, err error) error {
 }
 
 // writeError answers r with the status for err, a short text body and, for
-// 503, Retry-After. It is ReverseProxy's ErrorHandler and also answers the
-// requests that never reach it (no route, unknown app). Events an operator
-// should see (502s, queue timeouts) are logged; routine ones at Debug.
-func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	c := callFrom(r.Context())
+// 503, Retry-After: every request the proxy cannot route or forward gets
+// its answer here. Events an operator should see (502s, queue timeouts) are
+// logged; routine ones at Debug.
+func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, c *call, err error) {
 	err = classify(c, err)
 	status := statusFor(err)
 
 	attrs := []any{"status", status, "method", r.Method, "host", r.Host, "path", r.URL.Path, "error", err}
 	if c != nil {
-		attrs = append(attrs, "app", c.b.name, "request_id", c.requestID)
+		attrs = append(attrs, "app", c.b.name)
+		if c.requestID != "" || c.idNum != 0 {
+			attrs = append(attrs, "request_id", c.id())
+		}
 		if c.lastVersion != "" {
 			attrs = append(attrs, "version", c.lastVersion)
 		}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -40,9 +41,11 @@ func TestClassify(t *testing.T) {
 	gone, leave := context.WithCancel(context.Background())
 	leave()
 	mk := func(client context.Context, cause error) *call {
-		ctx, cancel := context.WithCancelCause(client)
-		cancel(cause)
-		return &call{ctx: ctx, client: client}
+		c := &call{client: client}
+		if cause != nil {
+			c.abort(cause)
+		}
+		return c
 	}
 	tests := []struct {
 		name string
@@ -51,8 +54,9 @@ func TestClassify(t *testing.T) {
 		want error
 	}{
 		{"client left", mk(gone, nil), context.Canceled, ErrClientGone},
-		{"cut by Retire", mk(context.Background(), ErrCut), context.Canceled, ErrCut},
-		{"backend error", &call{ctx: context.Background(), client: context.Background()}, io.EOF, io.EOF},
+		{"aborted: client left", mk(context.Background(), ErrClientGone), os.ErrDeadlineExceeded, ErrClientGone},
+		{"cut by Retire", mk(context.Background(), ErrCut), os.ErrDeadlineExceeded, ErrCut},
+		{"backend error", mk(context.Background(), nil), io.EOF, io.EOF},
 		{"no call", nil, io.EOF, io.EOF},
 	}
 	for _, tt := range tests {
@@ -75,7 +79,7 @@ func TestWriteError(t *testing.T) {
 		{&dialError{target: Target{"unix", "/secret/path.sock"}, err: syscall.ECONNREFUSED}, 502, false, "proxy: bad gateway\n"},
 	} {
 		rec := httptest.NewRecorder()
-		p.writeError(rec, httptest.NewRequest(http.MethodGet, "/", nil), tt.err)
+		p.writeError(rec, httptest.NewRequest(http.MethodGet, "/", nil), nil, tt.err)
 		if rec.Code != tt.status || rec.Body.String() != tt.body {
 			t.Errorf("%v: got %d %q, want %d %q", tt.err, rec.Code, rec.Body, tt.status, tt.body)
 		}

@@ -1,10 +1,17 @@
 package proxy
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
-	"sync/atomic"
+	"net/http/httputil"
+	"net/textproto"
+	"slices"
+	"strings"
+	"sync"
+	"time"
 )
 
 // maxReplays bounds how often an idempotent request is sent again after its
@@ -12,91 +19,387 @@ import (
 // must not take the app down forever.
 const maxReplays = 3
 
-// forwarder is the ReverseProxy's Transport: the gate, instance choice,
-// in-flight registration and retries around each version's http.Transport.
-type forwarder struct{}
+// inlineBodyMax is the largest request body the request's own goroutine
+// writes before reading the response. A larger or streamed body is written
+// by a goroutine of its own while the response is read, so an app that
+// answers before reading all of it (413, say) is heard instead of both sides
+// waiting on full socket buffers.
+const inlineBodyMax = 64 << 10
 
-var errNoCall = errors.New("proxy: request did not come through Proxy.ServeHTTP")
+// attemptError is an attempt that failed before the app's response head was
+// read: whether it may be made again depends on what reached the app.
+type attemptError struct {
+	err         error
+	nothingSent bool // no byte of the request reached the connection
+	got         bool // some bytes of a response arrived
+}
 
-// RoundTrip forwards req, which ReverseProxy prepared from a request that
-// went through Proxy.ServeHTTP, to an instance of its app. It returns a
-// response whose body, when closed or read to the end, takes the request out
-// of its version's registry.
+func (e *attemptError) Error() string { return e.err.Error() }
+func (e *attemptError) Unwrap() error { return e.err }
+
+// forward sends r to an instance of its app and copies the response to w.
 //
-// A failed connect sent nothing: the request goes back to the gate and tries
-// another ready instance, or waits for a change. An idempotent request whose
-// app failed before any response byte goes back too, if its body can be sent
-// again. Any other failure is returned (502), as is the context's error when
-// the client left or Retire cut the request.
-func (forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
-	c := callFrom(req.Context())
-	if c == nil {
-		return nil, errNoCall
+// This is deployer's own HTTP/1.1 forwarder, in place of
+// httputil.ReverseProxy and http.Transport: the request's goroutine writes
+// the request on a pooled connection and reads the response from it itself,
+// with no transport goroutines to hand it over, no cloned request or
+// headers, and the response head written to the client together with a
+// small body in one write. It keeps ReverseProxy's rules: hop-by-hop headers
+// removed both ways, X-Forwarded-* set, 1xx passed on, trailers, upgrades,
+// ErrAbortHandler when a response breaks off midway.
+//
+// A failed connect sent nothing, so the request goes back to the gate and
+// tries another ready instance, or waits for a change. A request whose
+// bytes never reached the app is sent again; so is an idempotent request
+// whose app failed before any response byte, if its body can be sent again.
+// Any other failure is answered (502), as is a client that left (499) or a
+// cut by Retire.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
+	upType := upgradeType(r.Header)
+	if upType != "" && !isPrintASCII(upType) {
+		p.writeError(w, r, c, fmt.Errorf("proxy: client tried to switch to invalid protocol %q", upType))
+		return
 	}
-	idempotent := isIdempotent(req)
-	body, err := newReplayBody(req.Body, req.ContentLength, idempotent)
+	idempotent := isIdempotent(r)
+	body, err := newReplayBody(r.Body, r.ContentLength, idempotent)
 	if err != nil {
-		return nil, err
+		p.writeError(w, r, c, err)
+		return
 	}
+	// A client that leaves aborts its request, so that the app sees it go
+	// too (as with http.Transport): see call.watchClient.
+	defer c.unwatchClient()
+
 	replays := 0
 	for {
 		v, in, err := c.b.acquire(c)
 		if err != nil {
-			return nil, err
+			p.writeError(w, r, c, err)
+			return
 		}
 		c.lastVersion = v.name
-
-		// RoundTrippers must not modify the request they are given: each
-		// attempt is a shallow copy aimed at the instance's host.
-		out := req.WithContext(req.Context())
-		u := *req.URL
-		u.Host = in.host
-		out.URL = &u
-		body.prepare(out)
-
-		res, err := v.transport.RoundTrip(out)
-		if err == nil {
-			return c.wrapResponse(res), nil
-		}
-		c.b.finish(c)
-		if c.ctx.Err() != nil {
-			return nil, err
-		}
-		if de := (*dialError)(nil); errors.As(err, &de) {
-			body.endAttempt() // nothing was sent: returns at once
-			if body.untouched() {
-				c.avoid = append(c.avoid, in)
-				continue
+		slot := in.pool.acquireSlot(c)
+		releaseSlot := func() {
+			if slot {
+				slot = false
+				in.pool.releaseSlot()
 			}
-			return nil, err
 		}
-		if !idempotent || replays >= maxReplays {
-			return nil, err
+		// A request that cannot be sent again must not go out on a
+		// connection the app has closed: check a reused one first.
+		bc, reused, err := in.pool.get(!idempotent)
+		if err == nil && !c.attach(bc) {
+			bc.close()
+			err = c.aborted()
+		}
+		if err != nil {
+			releaseSlot()
+			c.b.finish(c)
+			if cause := c.aborted(); cause != nil {
+				p.writeError(w, r, c, cause)
+				return
+			}
+			// Nothing was sent (a *dialError): try another instance.
+			c.avoid = append(c.avoid, in)
+			continue
+		}
+
+		res, err := c.send(bc, r, body, upType, w)
+		releaseSlot()
+		if err == nil {
+			p.respond(w, r, c, bc, res, upType)
+			return
+		}
+		c.detach()
+		bc.close()
+		c.b.finish(c)
+		if cause := c.aborted(); cause != nil {
+			p.writeError(w, r, c, fmt.Errorf("%w: %w", cause, err))
+			return
+		}
+		ae := (*attemptError)(nil)
+		if !errors.As(err, &ae) {
+			p.writeError(w, r, c, err)
+			return
 		}
 		body.endAttempt()
-		if !body.untouched() {
-			return nil, err
+		again := body.untouched() && (ae.nothingSent || idempotent && !ae.got)
+		// A reused connection the app closed between two requests is not
+		// the app dying on this one: like http.Transport, try again
+		// without counting it.
+		if !again || !reused && replays >= maxReplays {
+			p.writeError(w, r, c, err)
+			return
 		}
-		replays++
+		if !reused {
+			replays++
+		}
 		c.avoid = append(c.avoid, in)
 	}
 }
 
-// wrapResponse makes res's body report the end of the request to the
-// registry. A 101 response's body is the backend connection: the wrapper
-// keeps it writable and the call counts as upgraded.
-func (c *call) wrapResponse(res *http.Response) *http.Response {
-	fb := &flightBody{ReadCloser: res.Body, c: c}
-	c.resBody = fb
-	if res.StatusCode == http.StatusSwitchingProtocols {
-		if rwc, ok := res.Body.(io.ReadWriteCloser); ok {
-			c.b.markUpgraded(c)
-			res.Body = &upgradedBody{flightBody: fb, rwc: rwc}
-			return res
+// send writes r on bc and reads the response head, passing interim 1xx
+// responses on to the client. A failure before the response head is an
+// *attemptError, unless the client's body could not be read.
+func (c *call) send(bc *backendConn, r *http.Request, body *replayBody, upType string, w http.ResponseWriter) (response, error) {
+	rd, n := body.attempt()
+	bc.written = 0
+	bc.call = c
+	// Most answers come long before this; a request still waiting for its
+	// app then starts watching its client (see connReader).
+	if c.watchStop == nil {
+		bc.conn.SetReadDeadline(time.Now().Add(clientWatchDelay))
+	}
+	var trailer http.Header
+	if n < 0 {
+		trailer = r.Trailer
+	}
+	c.writeRequestHead(bc.bw, r, upType, n, trailer)
+	var err error
+	switch {
+	case rd == nil:
+		err = bc.bw.Flush()
+	case n > 0 && n <= inlineBodyMax:
+		err = writeBody(bc.bw, rd, n, nil)
+	default:
+		// The head goes now, so the app can answer before the body is
+		// all there.
+		if err = bc.bw.Flush(); err == nil {
+			done := make(chan error, 1)
+			bc.bodyDone = done
+			go func() { done <- writeBody(bc.bw, rd, n, trailer) }()
 		}
 	}
-	res.Body = fb
-	return res
+	if err != nil {
+		if errors.Is(err, ErrRequestBody) {
+			return response{}, err
+		}
+		return response{}, &attemptError{err: err, nothingSent: bc.written == 0}
+	}
+	h := w.Header()
+	for {
+		res, got, err := readResponseHead(bc.br, h, r.Method)
+		if err != nil {
+			if berr := bc.stopBody(); errors.Is(berr, ErrRequestBody) {
+				return response{}, berr
+			}
+			return response{}, &attemptError{err: err, nothingSent: bc.written == 0, got: got}
+		}
+		if res.status >= 200 || res.status == http.StatusSwitchingProtocols {
+			return res, nil
+		}
+		// 100 Continue is the server's to send: it does when the body is
+		// read. Others (103 Early Hints) go to the client, as
+		// httputil.ReverseProxy passes them on.
+		if res.status != http.StatusContinue {
+			writeInterim(w, res)
+		}
+	}
+}
+
+// writeInterim passes an interim response on to the client.
+func writeInterim(w http.ResponseWriter, res response) {
+	// Headers set before the interim response (by a wrapping handler) stay
+	// for the final one.
+	h := w.Header()
+	saved := h.Clone()
+	clear(h)
+	for k, vs := range res.header {
+		h[k] = vs
+	}
+	w.WriteHeader(res.status)
+	clear(h)
+	for k, vs := range saved {
+		h[k] = vs
+	}
+}
+
+// respond copies the response whose head send read to the client, and puts
+// bc back in its pool if the app keeps it open and everything was read.
+func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, c *call, bc *backendConn, res response, upType string) {
+	if res.status == http.StatusSwitchingProtocols {
+		p.upgrade(w, r, c, bc, res, upType)
+		return
+	}
+	h := w.Header()
+	if len(res.trailers) > 0 {
+		h["Trailer"] = []string{strings.Join(res.trailers, ", ")}
+	}
+	w.WriteHeader(res.status)
+	err := copyBody(w, bc, res)
+	bodyErr := bc.finishBody()
+	broken := c.detach()
+	if err != nil {
+		bc.close()
+		// As httputil.ReverseProxy (Go issue 23643): a response that
+		// broke off midway must not reach the client as a whole one.
+		panic(http.ErrAbortHandler)
+	}
+	if res.close || broken || bodyErr != nil {
+		bc.close()
+		return
+	}
+	bc.pool.put(bc)
+}
+
+// copyBody copies the response body from bc to w. It flushes w whenever the
+// next read from the app may block, so the client never waits for bytes the
+// app already sent (server-sent events, long polls), and a response that
+// arrived whole goes out in one write with its head.
+func copyBody(w http.ResponseWriter, bc *backendConn, res response) error {
+	if res.length == 0 {
+		return nil
+	}
+	br := bc.br
+	fw := flusher(w)
+	dirty := true // the head is not flushed yet
+	var buf *[]byte
+	defer func() {
+		if buf != nil {
+			putBuffer(buf)
+		}
+	}()
+	// waitFlush flushes w when the next read from br may block.
+	waitFlush := func() error {
+		if dirty && br.Buffered() == 0 {
+			dirty = false
+			return fw()
+		}
+		return nil
+	}
+
+	if !res.chunked {
+		remaining := res.length // -1: until the app closes
+		for remaining != 0 {
+			if err := waitFlush(); err != nil {
+				return err
+			}
+			if br.Buffered() == 0 {
+				if _, err := br.Peek(1); err != nil {
+					if remaining < 0 && err == io.EOF {
+						return nil
+					}
+					return unexpectedEOF(err)
+				}
+			}
+			chunk := peekAll(br)
+			if remaining >= 0 && int64(len(chunk)) > remaining {
+				chunk = chunk[:remaining]
+			}
+			if _, err := w.Write(chunk); err != nil {
+				return err
+			}
+			br.Discard(len(chunk))
+			dirty = true
+			if remaining > 0 {
+				remaining -= int64(len(chunk))
+			}
+			if remaining != 0 && br.Buffered() == 0 {
+				// A large body: read it in big pieces straight past br.
+				if buf == nil {
+					buf = getBuffer()
+				}
+				if err := waitFlush(); err != nil {
+					return err
+				}
+				want := *buf
+				if remaining > 0 && int64(len(want)) > remaining {
+					want = want[:remaining]
+				}
+				k, err := br.Read(want)
+				if k > 0 {
+					if _, werr := w.Write(want[:k]); werr != nil {
+						return werr
+					}
+					dirty = true
+					if remaining > 0 {
+						remaining -= int64(k)
+					}
+				}
+				if err != nil {
+					if remaining < 0 && err == io.EOF {
+						return nil
+					}
+					if remaining != 0 {
+						return unexpectedEOF(err)
+					}
+				}
+			}
+		}
+		return nil
+	}
+
+	cr := httputil.NewChunkedReader(br)
+	buf = getBuffer()
+	for {
+		if err := waitFlush(); err != nil {
+			return err
+		}
+		k, err := cr.Read(*buf)
+		if k > 0 {
+			if _, werr := w.Write((*buf)[:k]); werr != nil {
+				return werr
+			}
+			dirty = true
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return unexpectedEOF(err)
+		}
+	}
+	return copyTrailers(w, br, res.trailers)
+}
+
+// copyTrailers reads the trailer section that ends a chunked body and sets
+// the trailers on w: announced ones as themselves, others with
+// http.TrailerPrefix, as httputil.ReverseProxy does.
+func copyTrailers(w http.ResponseWriter, br *bufio.Reader, announced []string) error {
+	if b, err := br.Peek(2); err == nil && string(b) == "\r\n" {
+		br.Discard(2)
+		return nil
+	}
+	trailers, err := textproto.NewReader(br).ReadMIMEHeader()
+	if err != nil {
+		return unexpectedEOF(err)
+	}
+	if len(trailers) == 0 {
+		return nil
+	}
+	// Force chunking: net/http would otherwise compute a Content-Length
+	// for a short body and send no trailers (as httputil.ReverseProxy).
+	if err := flusher(w)(); err != nil {
+		return err
+	}
+	h := w.Header()
+	for k, vs := range trailers {
+		if !slices.Contains(announced, k) {
+			k = http.TrailerPrefix + k
+		}
+		h[k] = append(h[k], vs...)
+	}
+	return nil
+}
+
+// unexpectedEOF turns an EOF before the end of a body into
+// io.ErrUnexpectedEOF.
+func unexpectedEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// flusher returns w's Flush. The server's ResponseWriter has one; a wrapper
+// is reached through http.ResponseController.
+func flusher(w http.ResponseWriter) func() error {
+	switch f := w.(type) {
+	case interface{ FlushError() error }:
+		return f.FlushError
+	default:
+		return http.NewResponseController(w).Flush
+	}
 }
 
 // isIdempotent reports whether a request may be sent again after its app
@@ -112,58 +415,13 @@ func isIdempotent(r *http.Request) bool {
 	return key || xkey
 }
 
-// flightBody wraps a response body so that the call leaves its version's
-// registry when the body is done: at EOF or a read error, or on Close,
-// whichever comes first.
-type flightBody struct {
-	io.ReadCloser
-	c      *call
-	closed atomic.Bool
-}
+// bufferPool recycles the 32 KiB buffers that large bodies and upgraded
+// connections are copied through (PITFALLS: one per request otherwise).
+var bufferPool = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}
 
-func (f *flightBody) Read(p []byte) (int, error) {
-	n, err := f.ReadCloser.Read(p)
-	if err != nil {
-		f.c.b.finish(f.c)
-	}
-	return n, err
-}
+func getBuffer() *[]byte { return bufferPool.Get().(*[]byte) }
 
-func (f *flightBody) Close() error {
-	f.closed.Store(true)
-	err := f.ReadCloser.Close()
-	f.c.b.finish(f.c)
-	return err
-}
-
-// closeIfOpen closes the body if nobody did: ReverseProxy leaves a 101
-// response's body open on some error paths.
-func (f *flightBody) closeIfOpen() {
-	if !f.closed.Load() {
-		f.Close()
-	}
-}
-
-// upgradedBody is the body of a 101 Switching Protocols response: the
-// backend connection itself. It must stay an io.ReadWriteCloser or
-// ReverseProxy refuses to switch protocols. The call stays in flight until
-// Close (ReverseProxy closes it when either side is done, or when the
-// request context is cancelled); reaching EOF only means the backend
-// stopped writing.
-type upgradedBody struct {
-	*flightBody
-	rwc io.ReadWriteCloser
-}
-
-func (u *upgradedBody) Read(p []byte) (int, error) { return u.rwc.Read(p) }
-
-func (u *upgradedBody) Write(p []byte) (int, error) { return u.rwc.Write(p) }
-
-// CloseWrite passes the client's half-close on to the backend, as
-// ReverseProxy does when the body supports it.
-func (u *upgradedBody) CloseWrite() error {
-	if cw, ok := u.rwc.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.ErrUnsupported
-}
+func putBuffer(b *[]byte) { bufferPool.Put(b) }

@@ -1,10 +1,15 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -174,5 +179,305 @@ func TestIsIdempotent(t *testing.T) {
 		if got := isIdempotent(r); got != tt.want {
 			t.Errorf("isIdempotent(%s, %q) = %v, want %v", tt.method, tt.header, got, tt.want)
 		}
+	}
+}
+
+// startRaw is an app that answers every request it reads (body included)
+// with the bytes reply returns, then keeps the connection unless reply
+// asks to close it.
+func startRaw(t testing.TB, reply func(req *http.Request) (raw string, closeAfter bool)) Target {
+	t.Helper()
+	ln, target := listenUnix(t, sockDir(t), "raw.sock")
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				br := bufio.NewReader(conn)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					raw, closeAfter := reply(req)
+					if _, err := io.WriteString(conn, raw); err != nil || closeAfter {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return target
+}
+
+// Every shape of response body reaches the client whole: chunked with
+// trailers (announced and not), until-close, large, HEAD, 204.
+func TestResponseShapes(t *testing.T) {
+	f := newFixture(t, AppOptions{})
+	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
+	f.p.Serve("web", "v1", []Target{startRaw(t, func(r *http.Request) (string, bool) {
+		switch r.URL.Path {
+		case "/chunked":
+			return "HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n" +
+				"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\nX-Late: surprise\r\n\r\n", false
+		case "/close":
+			return "HTTP/1.1 200 OK\r\n\r\nuntil the app closes", true
+		case "/big":
+			return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(big), big), false
+		case "/nocontent":
+			return "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", false
+		default:
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+		}
+	})})
+
+	res, err := f.client.Get(f.url + "/chunked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || string(body) != "hello world" {
+		t.Errorf("chunked: %q %v", body, err)
+	}
+	if res.Trailer.Get("X-Sum") != "42" || res.Trailer.Get("X-Late") != "surprise" {
+		t.Errorf("trailers %v, want X-Sum and X-Late", res.Trailer)
+	}
+
+	for path, want := range map[string]string{"/close": "until the app closes", "/big": big, "/": "ok", "/nocontent": ""} {
+		if status, body := f.get(t, path); status/100 != 2 || body != want {
+			t.Errorf("%s: %d, %d bytes, want %d bytes", path, status, len(body), len(want))
+		}
+	}
+	res, err = f.client.Head(f.url + "/big")
+	if err != nil || res.ContentLength != int64(len(big)) {
+		t.Errorf("HEAD: %v, length %d", err, res.ContentLength)
+	}
+	waitFor(t, "nothing in flight", func() bool { return f.p.Stats("web").InFlight["v1"] == 0 })
+}
+
+// An interim 103 reaches the client before the final response.
+func TestEarlyHintsPassedOn(t *testing.T) {
+	f := newFixture(t, AppOptions{})
+	f.p.Serve("web", "v1", []Target{startRaw(t, func(r *http.Request) (string, bool) {
+		return "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n" +
+			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false
+	})})
+	var hints []string
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		hints = append(hints, fmt.Sprintf("%d %s", code, h.Get("Link")))
+		return nil
+	}}
+	req := mustRequest(t, http.MethodGet, f.url+"/", nil)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	if status, body := f.do(t, req); status != 200 || body != "ok" {
+		t.Fatalf("got %d %q", status, body)
+	}
+	if len(hints) != 1 || hints[0] != "103 </app.css>; rel=preload" {
+		t.Errorf("interim responses %q, want the 103", hints)
+	}
+}
+
+// Request bodies of every shape reach the app whole: known length, large,
+// chunked (unknown length), and with Expect: 100-continue.
+func TestRequestBodies(t *testing.T) {
+	f := newFixture(t, AppOptions{})
+	f.p.Serve("web", "v1", []Target{startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprintf(w, "%d %x %d", len(b), sha256.Sum256(b), r.ContentLength)
+	}))})
+	sum := func(s string, length int64) string {
+		return fmt.Sprintf("%d %x %d", len(s), sha256.Sum256([]byte(s)), length)
+	}
+	big := strings.Repeat("payload!", 1<<17) // 1 MiB: over inlineBodyMax
+	for _, tt := range []struct {
+		name    string
+		body    string
+		chunked bool
+		expect  bool
+	}{
+		{"small", "a=1&b=2", false, false},
+		{"large", big, false, false},
+		{"chunked", big, true, false},
+		{"expect continue", big, false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var rd io.Reader = strings.NewReader(tt.body)
+			if tt.chunked {
+				rd = io.MultiReader(rd) // hides the length: the client sends chunks
+			}
+			req := mustRequest(t, http.MethodPost, f.url+"/upload", rd)
+			want := sum(tt.body, int64(len(tt.body)))
+			if tt.chunked {
+				want = sum(tt.body, -1)
+			}
+			if tt.expect {
+				req.Header.Set("Expect", "100-continue")
+			}
+			if status, body := f.do(t, req); status != 200 || body != want {
+				t.Errorf("got %d %q, want %q", status, body, want)
+			}
+		})
+	}
+}
+
+// An app that answers before reading a large upload is heard: the client
+// gets its answer, and the proxy carries on.
+func TestEarlyAnswerToUpload(t *testing.T) {
+	f := newFixture(t, AppOptions{})
+	f.p.Serve("web", "v1", []Target{startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/upload" {
+			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))})
+	req := mustRequest(t, http.MethodPost, f.url+"/upload", strings.NewReader(strings.Repeat("x", 8<<20)))
+	res, err := f.client.Do(req)
+	if err == nil {
+		res.Body.Close()
+		if res.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("status %d, want 413", res.StatusCode)
+		}
+	}
+	// The client may also see its upload cut: either way, what follows
+	// works.
+	if status, body := f.get(t, "/"); status != 200 || body != "ok" {
+		t.Errorf("after the early answer: %d %q", status, body)
+	}
+	waitFor(t, "nothing in flight", func() bool { return f.p.Stats("web").InFlight["v1"] == 0 })
+}
+
+// An app that closes keep-alive connections between requests (without
+// saying so): a GET is sent again on a fresh connection, and a POST is
+// never sent on a connection the app closed, so neither fails.
+func TestAppClosesIdleConnections(t *testing.T) {
+	f := newFixture(t, AppOptions{})
+	var posts atomic.Int64
+	f.p.Serve("web", "v1", []Target{startRaw(t, func(r *http.Request) (string, bool) {
+		if r.Method == http.MethodPost {
+			posts.Add(1)
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true // closes without Connection: close
+	})})
+	for i := range 20 {
+		method := http.MethodGet
+		if i%2 == 1 {
+			method = http.MethodPost
+		}
+		// Let the close reach the proxy's pooled connection.
+		time.Sleep(5 * time.Millisecond)
+		if status, body := f.do(t, mustRequest(t, method, f.url+"/", strings.NewReader("x"))); status != 200 || body != "ok" {
+			t.Fatalf("request %d (%s): %d %q", i, method, status, body)
+		}
+	}
+	if n := posts.Load(); n != 10 {
+		t.Errorf("the app saw %d POSTs, want 10", n)
+	}
+}
+
+// A response the app gets wrong is a 502, not a broken connection.
+func TestMalformedResponse(t *testing.T) {
+	f := newFixture(t, AppOptions{})
+	f.p.Serve("web", "v1", []Target{startRaw(t, func(r *http.Request) (string, bool) {
+		return "HTTP/1.1 200 OK\r\nBad Header Name: x\r\n\r\n", true
+	})})
+	if status, body := f.get(t, "/"); status != http.StatusBadGateway || body != "proxy: bad gateway\n" {
+		t.Errorf("got %d %q, want 502", status, body)
+	}
+}
+
+// A client that gives up on a slow answer aborts its request: the app sees
+// its request context end.
+func TestClientLeavesSlowRequest(t *testing.T) {
+	f := newFixture(t, AppOptions{})
+	gone := make(chan struct{})
+	f.p.Serve("web", "v1", []Target{startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			close(gone)
+		case <-time.After(10 * time.Second):
+		}
+	}))})
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := f.goGet(ctx, "/slow")
+	waitFor(t, "the request in flight", func() bool { return f.p.Stats("web").InFlight["v1"] == 1 })
+	time.Sleep(2 * clientWatchDelay) // past the watch delay
+	cancel()
+	if r := recv(t, ch); r.err == nil {
+		t.Errorf("the client got %d after leaving", r.status)
+	}
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the app did not see the client leave")
+	}
+	waitFor(t, "nothing in flight", func() bool { return f.p.Stats("web").InFlight["v1"] == 0 })
+}
+
+// A cut in the middle of a streamed response aborts the client's
+// connection: the client must not take a partial body for a whole one.
+func TestCutMidResponse(t *testing.T) {
+	f := newFixture(t, AppOptions{})
+	f.p.Serve("web", "v1", []Target{startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		io.WriteString(w, "first part")
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done()
+	}))})
+	res, err := f.client.Get(f.url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	buf := make([]byte, 10)
+	if _, err := io.ReadFull(res.Body, buf); err != nil || string(buf) != "first part" {
+		t.Fatalf("first part: %q %v", buf, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if cut := f.p.Retire(ctx, "web", "v1"); cut != 1 {
+		t.Errorf("cut %d, want 1", cut)
+	}
+	if _, err := io.ReadAll(res.Body); err == nil {
+		t.Error("the rest of a cut response read without error")
+	}
+}
+
+// Keep-alive: sequential requests share one connection to the app, and a
+// version's pools are empty once it is retired.
+func TestConnectionsPooled(t *testing.T) {
+	f := newFixture(t, AppOptions{})
+	var conns atomic.Int64
+	ln, target := listenUnix(t, sockDir(t), "app.sock")
+	srv := &http.Server{Handler: text("ok"), ConnState: func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	f.p.Serve("web", "v1", []Target{target})
+	for range 50 {
+		f.get(t, "/")
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("50 sequential requests opened %d connections, want 1", n)
+	}
+	v := f.p.app("web").versions[0]
+	if n := v.instances[0].pool.idleCount(); n != 1 {
+		t.Errorf("%d idle connections pooled, want 1", n)
+	}
+	f.p.Retire(context.Background(), "web", "v1")
+	if n := v.openConns(); n != 0 {
+		t.Errorf("%d connections open after Retire", n)
 	}
 }

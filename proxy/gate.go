@@ -78,8 +78,8 @@ func (b *backend) wait(c *call) (*version, *instance, error) {
 	select {
 	case <-c.wake:
 		return c.takeAssignment()
-	case <-c.ctx.Done():
-		err = c.ctx.Err()
+	case <-c.client.Done():
+		err = c.client.Err()
 	case <-timer.C:
 	}
 	b.mu.Lock()
@@ -99,7 +99,7 @@ func (b *backend) wait(c *call) (*version, *instance, error) {
 	if aerr != nil {
 		return nil, nil, aerr
 	}
-	if err := c.ctx.Err(); err != nil {
+	if err := c.client.Err(); err != nil {
 		b.finish(c)
 		return nil, nil, err
 	}
@@ -132,8 +132,8 @@ func (b *backend) backoffLocked(c *call) error {
 		select {
 		case <-changed:
 		case <-t.C:
-		case <-c.ctx.Done():
-			err = c.ctx.Err()
+		case <-c.client.Done():
+			err = c.client.Err()
 		}
 		t.Stop()
 	}

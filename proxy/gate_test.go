@@ -162,9 +162,9 @@ func TestRemoveAppFailsHeld(t *testing.T) {
 func newGateBackend(t testing.TB) (*backend, func(seq uint64) *call) {
 	b := newBackend("gate", AppOptions{QueueTimeout: time.Minute, MaxQueued: 1 << 20})
 	mk := func(seq uint64) *call {
-		ctx, cancel := context.WithCancelCause(context.Background())
-		t.Cleanup(func() { cancel(nil) })
-		return &call{b: b, ctx: ctx, cancel: cancel, client: context.Background(), arrival: time.Now(), seq: seq}
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		return &call{b: b, client: ctx, arrival: time.Now(), seq: seq}
 	}
 	return b, mk
 }

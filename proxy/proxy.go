@@ -2,12 +2,8 @@ package proxy
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"slices"
 	"strings"
@@ -36,7 +32,6 @@ type Options struct {
 // call New.
 type Proxy struct {
 	log    *slog.Logger
-	rp     *httputil.ReverseProxy
 	routes atomic.Pointer[routeTable]
 	seq    atomic.Uint64 // arrival order of requests
 
@@ -50,20 +45,6 @@ func New(opts Options) *Proxy {
 	p := &Proxy{log: logger(opts.Logger)}
 	p.routes.Store(&routeTable{})
 	p.apps.Store(&map[string]*backend{})
-	p.rp = &httputil.ReverseProxy{
-		Rewrite:      p.rewrite,
-		Transport:    forwarder{},
-		BufferPool:   &bufferPool,
-		ErrorHandler: p.writeError,
-		// Flush after every write. ReverseProxy flushes SSE
-		// (text/event-stream) and responses of unknown length at once
-		// anyway; -1 extends that to streams with a Content-Length (a
-		// long poll, a progress feed), so the proxy never holds back
-		// bytes the app already sent. A response copied in 32 KiB reads
-		// costs at most one more write per read.
-		FlushInterval: -1,
-		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-	}
 	return p
 }
 
@@ -80,70 +61,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	host := normalizeHost(r.Host)
 	rt := p.routes.Load().lookup(host, r.URL.Path)
 	if rt == nil {
-		p.writeError(w, r, &routeError{host: host})
+		p.writeError(w, r, nil, &routeError{host: host})
 		return
 	}
 	b := (*p.apps.Load())[rt.app]
 	if b == nil {
-		p.writeError(w, r, &appError{err: ErrUnknownApp, app: rt.app})
+		p.writeError(w, r, nil, &appError{err: ErrUnknownApp, app: rt.app})
 		return
 	}
-
-	ctx, cancel := context.WithCancelCause(r.Context())
-	defer cancel(nil)
 	c := &call{
 		b:       b,
 		route:   rt,
-		ctx:     ctx,
-		cancel:  cancel,
 		client:  r.Context(),
 		arrival: time.Now(),
 		seq:     p.seq.Add(1),
 	}
-	// A safety net: ReverseProxy does not close a 101 response's body on
-	// some error paths. Normally the body wrapper has unregistered c already.
-	defer c.end()
-
-	if _, ok := r.Header["Upgrade"]; ok {
-		w = upgradeWriter{w}
-	}
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, callKey{}, c)))
-}
-
-// end closes c's response body if ReverseProxy did not, and takes c out of
-// its registry.
-func (c *call) end() {
-	if c.resBody != nil {
-		c.resBody.closeIfOpen()
-	}
-	c.b.finish(c)
-}
-
-// pendingURL is what Rewrite aims a request at; the forwarder replaces the
-// host with the chosen instance's for each attempt.
-var pendingURL = &url.URL{Scheme: "http", Host: "pending.deployer.invalid"}
-
-// rewrite is ReverseProxy's Rewrite (Director is deprecated). ReverseProxy
-// has already removed hop-by-hop headers and the client's Forwarded and
-// X-Forwarded-* headers, so a client cannot forge them.
-func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
-	c := callFrom(pr.In.Context())
-	pr.SetURL(pendingURL)
-	// SetURL sets Host to the target's (PITFALLS): apps route on the
-	// client's Host.
-	pr.Out.Host = pr.In.Host
-	if c.route.strip {
-		stripURLPath(pr.Out.URL, c.route.prefix)
-	}
-	// Behind a unix-socket listener RemoteAddr has no port, and
-	// SetXForwarded then sets no X-Forwarded-For (PITFALLS).
-	pr.SetXForwarded()
-	id := pr.Out.Header.Get("X-Request-Id")
-	if id == "" {
-		id = newRequestID()
-		pr.Out.Header.Set("X-Request-Id", id)
-	}
-	c.requestID = id
+	// Takes c out of its registry however forward ends, a panic included.
+	defer b.finish(c)
+	p.forward(w, r, c)
 }
 
 // stripURLPath removes prefix from u's path, keeping a leading "/". The
@@ -158,31 +93,6 @@ func stripURLPath(u *url.URL, prefix string) {
 			u.RawPath = ""
 		}
 	}
-}
-
-// newRequestID returns 16 random hex digits.
-func newRequestID() string {
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
-	return hex.EncodeToString(b[:])
-}
-
-// bufferPool recycles ReverseProxy's 32 KiB copy buffers (PITFALLS: one per
-// request otherwise).
-var bufferPool = syncBufferPool{pool: sync.Pool{New: func() any {
-	b := make([]byte, 32<<10)
-	return &b
-}}}
-
-type syncBufferPool struct{ pool sync.Pool }
-
-func (bp *syncBufferPool) Get() []byte { return *bp.pool.Get().(*[]byte) }
-
-// Put stores a pointer to the slice: sync.Pool holds interfaces, and a bare
-// slice would be copied to the heap on every Put.
-func (bp *syncBufferPool) Put(b []byte) {
-	b = b[:cap(b)]
-	bp.pool.Put(&b)
 }
 
 // routeError is ErrNoRoute with the host that had none.
@@ -318,7 +228,7 @@ func (p *Proxy) Retire(ctx context.Context, app, version string) (cut int) {
 	if v == nil {
 		return 0
 	}
-	v.transport.CloseIdleConnections()
+	v.closeIdle()
 	select {
 	case <-drained:
 	case <-ctx.Done():

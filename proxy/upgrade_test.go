@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -145,19 +144,5 @@ func TestWebSocketThroughSwapAndCut(t *testing.T) {
 	}
 	if _, listed := f.p.Stats("web").InFlight["v1"]; listed {
 		t.Error("v1 still listed after Retire returned")
-	}
-}
-
-func TestUpgradeWriterPassesThrough(t *testing.T) {
-	rec := httptest.NewRecorder()
-	w := upgradeWriter{rec}
-	if err := http.NewResponseController(w).Flush(); err != nil {
-		t.Errorf("Flush through upgradeWriter: %v", err)
-	}
-	if !rec.Flushed {
-		t.Error("the underlying writer was not flushed")
-	}
-	if _, _, err := w.Hijack(); err == nil {
-		t.Error("Hijack of a writer that cannot hijack succeeded")
 	}
 }

@@ -1,34 +1,9 @@
 package proxy
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"net"
-	"net/http"
 	"slices"
 	"sync"
-	"sync/atomic"
-	"time"
-)
-
-// Settings of every version's http.Transport.
-const (
-	// dialTimeout bounds one connect. The transport's dial context is
-	// detached from the request (PITFALLS), so without it a connect to a
-	// wedged TCP backend could outlive the request. A unix socket connect
-	// never waits: it succeeds or fails with ENOENT, ECONNREFUSED or EAGAIN.
-	dialTimeout = 3 * time.Second
-	// idleConnTimeout closes pooled connections idle this long. It must stay
-	// below the apps' own keep-alive timeout, or the proxy would send
-	// requests on connections the app is closing (PITFALLS).
-	idleConnTimeout = 30 * time.Second
-	// maxIdleConnsPerHost is per instance (each instance is its own "host").
-	// Go's default of 2 would make every burst dial again.
-	maxIdleConnsPerHost = 256
-	// expectContinueTimeout: how long a request with "Expect: 100-continue"
-	// waits for the app's 100 before sending its body anyway.
-	expectContinueTimeout = time.Second
 )
 
 // Target is where one instance listens.
@@ -43,61 +18,46 @@ type Target struct {
 type instance struct {
 	index  int
 	target Target
-	// host names the instance in request URLs. The version's transport pools
-	// connections per URL host, so each instance has its own pool, and a
-	// restarted instance (new target, new host) never reuses the dead
-	// process's connections. The .invalid TLD is never resolved: dial
-	// looks the host up in version.hosts.
-	host  string
+	// pool holds the keep-alive connections to the instance. It is kept
+	// while the target stays the same; a restarted instance (new target)
+	// gets a new pool, so it never reuses the dead process's connections.
+	pool  *connPool
 	ready bool
 }
 
 // version is one generation of an app's processes: the targets given to one
-// Serve, with their own http.Transport (PITFALLS: one transport per version,
-// so keep-alive pools never feed an old version) and the registry of
+// Serve, with their own connection pools (PITFALLS: one pool per version, so
+// keep-alive connections never feed an old version) and the registry of
 // requests in flight on them.
 type version struct {
-	name      string
-	transport *http.Transport
-	dialer    net.Dialer
-	hosts     atomic.Pointer[map[string]Target] // read by dial without locks
+	name   string
+	dialer net.Dialer
 
 	// Guarded by the backend's mu.
 	instances     []*instance // by index; nil: not known yet
 	ready         []*instance // the ready ones, in index order
 	rr            uint        // round robin position
-	hostSeq       int
-	flights       callList // the in-flight registry
-	upgraded      int      // calls in flights that switched protocols
-	retiring      bool     // Retire began: no new requests
+	flights       callList    // the in-flight registry
+	upgraded      int         // calls in flights that switched protocols
+	retiring      bool        // Retire began: no new requests
 	drained       chan struct{}
 	drainedClosed bool
 
+	// Every pool the version made and every connection it opened, for
+	// closeIdle and close.
 	connMu sync.Mutex
-	conns  map[*trackedConn]struct{}
+	pools  []*connPool
+	conns  map[*backendConn]struct{}
 	closed bool
 }
 
 func newVersion(name string) *version {
-	v := &version{
+	return &version{
 		name:    name,
 		dialer:  net.Dialer{Timeout: dialTimeout},
 		drained: make(chan struct{}),
-		conns:   make(map[*trackedConn]struct{}),
+		conns:   make(map[*backendConn]struct{}),
 	}
-	v.hosts.Store(&map[string]Target{})
-	var protocols http.Protocols
-	protocols.SetHTTP1(true) // apps speak HTTP/1.1 on their sockets; no h2c
-	v.transport = &http.Transport{
-		Proxy:                 nil, // never an outbound proxy from the environment
-		DialContext:           v.dial,
-		DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
-		MaxIdleConnsPerHost:   maxIdleConnsPerHost,
-		IdleConnTimeout:       idleConnTimeout,
-		ExpectContinueTimeout: expectContinueTimeout,
-		Protocols:             &protocols,
-	}
-	return v
 }
 
 // sameTargetsLocked reports whether v's instances are exactly targets.
@@ -133,32 +93,30 @@ func (v *version) setInstanceLocked(i int, t Target, ready bool) {
 	v.refreshLocked()
 }
 
-// newInstanceLocked returns instance i at t. It keeps the host (and so the
-// pooled connections) of the current instance i when the target is the same.
+// newInstanceLocked returns instance i at t. It keeps the pool (and so the
+// pooled connections) of the current instance i when the target is the same;
+// a replaced target's pool is retired: its idle connections are closed, and
+// those in use are closed when their request ends.
 func (v *version) newInstanceLocked(i int, t Target, ready bool) *instance {
 	if i < len(v.instances) {
-		if old := v.instances[i]; old != nil && old.target == t {
-			return &instance{index: i, target: t, host: old.host, ready: ready}
+		if old := v.instances[i]; old != nil {
+			if old.target == t {
+				return &instance{index: i, target: t, pool: old.pool, ready: ready}
+			}
+			old.pool.closeIdle(true)
 		}
 	}
-	v.hostSeq++
-	return &instance{index: i, target: t, host: fmt.Sprintf("i%d-%d.deployer.invalid", i, v.hostSeq), ready: ready}
+	return &instance{index: i, target: t, pool: v.newPool(t), ready: ready}
 }
 
-// refreshLocked rebuilds the ready list and the host table after a change.
+// refreshLocked rebuilds the ready list after a change.
 func (v *version) refreshLocked() {
 	v.ready = v.ready[:0:0]
-	hosts := make(map[string]Target, len(v.instances))
 	for _, in := range v.instances {
-		if in == nil {
-			continue
-		}
-		hosts[in.host] = in.target
-		if in.ready {
+		if in != nil && in.ready {
 			v.ready = append(v.ready, in)
 		}
 	}
-	v.hosts.Store(&hosts)
 }
 
 // pickLocked returns the next ready instance round robin, skipping those in
@@ -204,56 +162,83 @@ func (v *version) checkDrainedLocked() {
 	}
 }
 
-// cutLocked returns the cancel functions of every call in flight on v.
-func (v *version) cutLocked() []context.CancelCauseFunc {
-	cancels := make([]context.CancelCauseFunc, 0, v.flights.n)
+// cutLocked returns every call in flight on v.
+func (v *version) cutLocked() []*call {
+	calls := make([]*call, 0, v.flights.n)
 	for c := v.flights.head; c != nil; c = c.next {
-		cancels = append(cancels, c.cancel)
+		calls = append(calls, c)
 	}
-	return cancels
+	return calls
 }
 
-// dial is the transport's DialContext: addr names an instance (see
-// instance.host); dial connects to its target. Every error is a *dialError:
-// nothing of the request was sent.
-func (v *version) dial(ctx context.Context, _, addr string) (net.Conn, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
+// newPool makes the pool of an instance at t. The pool of a closed version
+// is closed from the start.
+func (v *version) newPool(t Target) *connPool {
+	p := newConnPool(v, t)
+	v.connMu.Lock()
+	defer v.connMu.Unlock()
+	if v.closed {
+		p.closed = true
+	} else {
+		v.pools = append(v.pools, p)
 	}
-	t, ok := (*v.hosts.Load())[host]
-	if !ok {
-		return nil, &dialError{target: Target{Network: "instance", Addr: host}, err: errDialSkipped}
-	}
-	conn, err := v.dialer.DialContext(ctx, t.Network, t.Addr)
+	return p
+}
+
+// connect opens a connection for p. Every error is a *dialError: nothing of
+// the request was sent.
+func (v *version) connect(p *connPool) (*backendConn, error) {
+	conn, err := v.dialer.Dial(p.target.Network, p.target.Addr)
 	if err != nil {
-		return nil, &dialError{target: t, err: err}
+		return nil, &dialError{target: p.target, err: err}
 	}
 	v.connMu.Lock()
 	defer v.connMu.Unlock()
 	if v.closed {
 		conn.Close()
-		return nil, &dialError{target: t, err: errDialSkipped}
+		return nil, &dialError{target: p.target, err: errDialSkipped}
 	}
-	tc := &trackedConn{Conn: conn, v: v}
-	v.conns[tc] = struct{}{}
-	return tc, nil
+	bc := newBackendConn(p, conn)
+	v.conns[bc] = struct{}{}
+	return bc, nil
+}
+
+// untrack forgets a closed connection.
+func (v *version) untrack(bc *backendConn) {
+	v.connMu.Lock()
+	delete(v.conns, bc)
+	v.connMu.Unlock()
+}
+
+// closeIdle closes the idle connections of every pool of v (PITFALLS: a
+// keep-alive pool must not keep feeding an old version).
+func (v *version) closeIdle() {
+	v.connMu.Lock()
+	pools := slices.Clone(v.pools)
+	v.connMu.Unlock()
+	for _, p := range pools {
+		p.closeIdle(false)
+	}
 }
 
 // close forgets v: no more dials, idle connections closed, and any
-// connection still open (a cut request's, or one the transport returns to
-// its pool after Retire's first CloseIdleConnections) closed too.
+// connection still open (a cut request's, or one returned to its pool after
+// Retire's first closeIdle) closed too.
 func (v *version) close() {
 	v.connMu.Lock()
 	v.closed = true
-	conns := make([]*trackedConn, 0, len(v.conns))
-	for c := range v.conns {
-		conns = append(conns, c)
+	pools := v.pools
+	v.pools = nil
+	conns := make([]*backendConn, 0, len(v.conns))
+	for bc := range v.conns {
+		conns = append(conns, bc)
 	}
 	v.connMu.Unlock()
-	v.transport.CloseIdleConnections()
-	for _, c := range conns {
-		c.Close()
+	for _, p := range pools {
+		p.closeIdle(true)
+	}
+	for _, bc := range conns {
+		bc.close()
 	}
 }
 
@@ -262,30 +247,4 @@ func (v *version) openConns() int {
 	v.connMu.Lock()
 	defer v.connMu.Unlock()
 	return len(v.conns)
-}
-
-// trackedConn is a connection to an instance, known to its version until
-// closed.
-type trackedConn struct {
-	net.Conn
-	v    *version
-	once sync.Once
-}
-
-func (c *trackedConn) Close() error {
-	c.once.Do(func() {
-		c.v.connMu.Lock()
-		delete(c.v.conns, c)
-		c.v.connMu.Unlock()
-	})
-	return c.Conn.Close()
-}
-
-// CloseWrite lets a half-close of an upgraded connection reach the app
-// (http.Transport's 101 body looks for it on the connection).
-func (c *trackedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return fmt.Errorf("proxy: CloseWrite on %T: %w", c.Conn, errors.ErrUnsupported)
 }

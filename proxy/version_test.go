@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"net"
 	"path/filepath"
@@ -38,25 +37,25 @@ func TestPickRoundRobin(t *testing.T) {
 	}
 }
 
-// An instance keeps its host (and pooled connections) while its target is
-// the same; a new target gets a new host, and the old one no longer dials.
-func TestSetInstanceHosts(t *testing.T) {
+// An instance keeps its pool (and pooled connections) while its target is
+// the same; a new target gets a new pool, and the old one no longer dials.
+func TestSetInstancePools(t *testing.T) {
 	v := newVersion("v1")
 	a, b := Target{"unix", "/a"}, Target{"unix", "/b"}
 	v.setTargetsLocked([]Target{a})
-	host := v.instances[0].host
+	pool := v.instances[0].pool
 
 	v.setInstanceLocked(0, a, false)
-	if v.instances[0].host != host || len(v.ready) != 0 {
-		t.Errorf("down on the same target: host %q (was %q), %d ready", v.instances[0].host, host, len(v.ready))
+	if v.instances[0].pool != pool || len(v.ready) != 0 {
+		t.Errorf("down on the same target: new pool, or %d ready", len(v.ready))
 	}
 	v.setInstanceLocked(0, b, true)
-	if v.instances[0].host == host || len(v.ready) != 1 {
-		t.Errorf("restarted on a new target: host %q unchanged or %d ready", host, len(v.ready))
+	if v.instances[0].pool == pool || len(v.ready) != 1 {
+		t.Errorf("restarted on a new target: pool unchanged or %d ready", len(v.ready))
 	}
-	_, err := v.dial(context.Background(), "tcp", host+":80")
+	_, _, err := pool.get(false)
 	if de := (*dialError)(nil); !errors.As(err, &de) || !errors.Is(err, errDialSkipped) {
-		t.Errorf("dialing the replaced host: %v, want a dialError", err)
+		t.Errorf("dialing the replaced instance: %v, want a dialError", err)
 	}
 
 	v.setInstanceLocked(2, a, true) // grows, leaving 1 unknown
@@ -84,7 +83,7 @@ func TestDialErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			v := newVersion("v1")
 			v.setTargetsLocked([]Target{tt.target})
-			_, err := v.dial(context.Background(), "tcp", v.instances[0].host+":80")
+			_, _, err := v.instances[0].pool.get(false)
 			if de := (*dialError)(nil); !errors.As(err, &de) {
 				t.Fatalf("got %v (%T), want a *dialError", err, err)
 			}
@@ -110,7 +109,7 @@ func TestVersionClose(t *testing.T) {
 	}()
 	v := newVersion("v1")
 	v.setTargetsLocked([]Target{target})
-	conn, err := v.dial(context.Background(), "tcp", v.instances[0].host+":80")
+	bc, _, err := v.instances[0].pool.get(false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,8 +126,8 @@ func TestVersionClose(t *testing.T) {
 	if _, err := peer.Read(make([]byte, 1)); err == nil {
 		t.Error("the app's side still reads after close")
 	}
-	conn.Close() // again: harmless
-	if _, err := v.dial(context.Background(), "tcp", v.instances[0].host+":80"); !errors.Is(err, errDialSkipped) {
+	bc.close() // again: harmless
+	if _, _, err := v.instances[0].pool.get(false); !errors.Is(err, errDialSkipped) {
 		t.Errorf("dial after close: %v, want errDialSkipped", err)
 	}
 }

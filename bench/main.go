@@ -1,0 +1,577 @@
+// Command bench measures what deployer's proxy costs, against the app
+// served directly and against nginx and HAProxy doing the same job, in one
+// run on one machine. See bench/README.md.
+//
+//	go run ./bench                      # everything, a few minutes
+//	go run ./bench -duration 5s -skip hold
+//	go run ./bench -json > result.json
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command-line flags.
+type options struct {
+	duration, warmup, timeout, swapEvery time.Duration
+	threads, connections, held, rounds   int
+	loadgen, skip, deployer, before      string
+	json, keep, verbose                  bool
+}
+
+func main() {
+	var o options
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured run")
+	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "warm-up before each measured run (not counted)")
+	flag.DurationVar(&o.timeout, "timeout", 2*time.Second, "a request slower than this counts as failed (wrk's default)")
+	flag.DurationVar(&o.swapEvery, "swap-every", 250*time.Millisecond, "interval between swaps in the swap run")
+	flag.IntVar(&o.threads, "threads", 2, "load generator threads (wrk -t)")
+	flag.IntVar(&o.connections, "connections", 64, "keep-alive connections (wrk -c)")
+	flag.IntVar(&o.held, "held", 10000, "requests held in the hold run")
+	flag.IntVar(&o.rounds, "rounds", 1, "measure every target this many times, in turn; each row is the median round")
+	flag.StringVar(&o.loadgen, "loadgen", "auto", "load generator: wrk, go (built in), or auto (wrk when installed)")
+	flag.StringVar(&o.deployer, "deployer", "", "use this deployer binary instead of building ./cmd/deployer")
+	flag.StringVar(&o.before, "before", "", "also measure this deployer binary (an earlier build), as the row deployer@before")
+	flag.StringVar(&o.skip, "skip", "", "comma-separated parts to skip: direct,deployer,nginx,haproxy,rawrelay,swap,hold")
+	flag.BoolVar(&o.json, "json", false, "print the result as JSON instead of a table")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs)")
+	flag.BoolVar(&o.verbose, "v", true, "report progress on stderr")
+	report := flag.String("report", "", "print the table of a result saved with -json, and exit")
+	flag.Parse()
+	if *report != "" {
+		var res result
+		b, err := os.ReadFile(*report)
+		if err == nil {
+			err = json.Unmarshal(b, &res)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		res.print(os.Stdout)
+		return
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := run(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	if o.json {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(res)
+		return
+	}
+	res.print(os.Stdout)
+}
+
+// result is everything one run measured.
+type result struct {
+	Machine  machine               `json:"machine"`
+	Load     loadSettings          `json:"load"`
+	Targets  map[string]loadResult `json:"targets"`
+	Rounds   map[string][]measured `json:"rounds,omitempty"`
+	CPU      map[string]float64    `json:"proxy_cpu_us_per_request"`
+	Ratios   map[string]ratios     `json:"ratios"`
+	Swap     *swapResult           `json:"swap,omitempty"`
+	Hold     *holdResult           `json:"hold,omitempty"`
+	Goals    []goal                `json:"targets_check"`
+	Skipped  []string              `json:"skipped,omitempty"`
+	Duration string                `json:"bench_duration"`
+}
+
+type machine struct {
+	CPUs    int    `json:"cpus"`
+	CPU     string `json:"cpu_model"`
+	Go      string `json:"go"`
+	Kernel  string `json:"kernel"`
+	Wrk     string `json:"wrk,omitempty"`
+	Nginx   string `json:"nginx,omitempty"`
+	HAProxy string `json:"haproxy,omitempty"`
+	NoFile  uint64 `json:"nofile_limit"`
+	// LoadBefore and LoadAfter are /proc/loadavg at the start and the end:
+	// other work on the machine disturbs the figures.
+	LoadBefore string `json:"loadavg_before"`
+	LoadAfter  string `json:"loadavg_after"`
+}
+
+type loadSettings struct {
+	Tool        string `json:"tool"`
+	Rounds      int    `json:"rounds"`
+	Threads     int    `json:"threads"`
+	Connections int    `json:"connections"`
+	Duration    string `json:"duration"`
+	Warmup      string `json:"warmup"`
+	Timeout     string `json:"timeout"`
+	Command     string `json:"command"`
+}
+
+// measured is one round of one target.
+type measured struct {
+	Load  loadResult `json:"load"`
+	CPUus float64    `json:"proxy_cpu_us_per_request"`
+}
+
+// ratios are a target's requests/s relative to nginx's and HAProxy's.
+type ratios struct {
+	Nginx   float64 `json:"vs_nginx,omitempty"`
+	HAProxy float64 `json:"vs_haproxy,omitempty"`
+}
+
+// goal is one target of issue 5 and whether this run met it.
+type goal struct {
+	What string `json:"what"`
+	Got  string `json:"got"`
+	Met  bool   `json:"met"`
+}
+
+func run(ctx context.Context, o options) (*result, error) {
+	started := time.Now()
+	logf := func(format string, args ...any) {
+		if o.verbose {
+			fmt.Fprintf(os.Stderr, format+"\n", args...)
+		}
+	}
+	skip := map[string]bool{}
+	var skipped []string
+	for _, s := range strings.Split(o.skip, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			skip[s] = true
+			skipped = append(skipped, s+" (-skip)")
+		}
+	}
+	has := func(tool string) bool { _, err := exec.LookPath(tool); return err == nil }
+
+	nofile, err := raiseNoFile()
+	if err != nil {
+		return nil, fmt.Errorf("raising the open-files limit: %w", err)
+	}
+	if want := uint64(o.held + 1000); nofile < want && !skip["hold"] {
+		logf("warning: open-files limit %d is below %d: the hold run may fail (raise it: ulimit -Hn)", nofile, want)
+	}
+	tool := o.loadgen
+	if tool == "auto" {
+		tool = "go"
+		if has("wrk") {
+			tool = "wrk"
+		}
+	}
+	if tool == "wrk" && !has("wrk") {
+		return nil, errors.New("-loadgen wrk: wrk is not installed")
+	}
+
+	res := &result{
+		Machine: machine{
+			CPUs: runtime.NumCPU(), CPU: cpuModel(), Go: runtime.Version(), Kernel: kernel(), NoFile: nofile,
+			LoadBefore: loadavg(),
+		},
+		Targets: map[string]loadResult{},
+		Rounds:  map[string][]measured{},
+		CPU:     map[string]float64{},
+		Ratios:  map[string]ratios{},
+		Skipped: skipped,
+	}
+	if has("wrk") {
+		res.Machine.Wrk = toolVersion("wrk", "-v")
+	}
+	if has("nginx") {
+		res.Machine.Nginx = toolVersion("nginx", "-v")
+	} else if !skip["nginx"] {
+		skip["nginx"] = true
+		res.Skipped = append(res.Skipped, "nginx (not installed)")
+	}
+	if has("haproxy") {
+		res.Machine.HAProxy = toolVersion("haproxy", "-v")
+	} else if !skip["haproxy"] {
+		skip["haproxy"] = true
+		res.Skipped = append(res.Skipped, "haproxy (not installed)")
+	}
+
+	root, err := moduleRoot()
+	if err != nil {
+		return nil, err
+	}
+	// Short: unix socket paths must fit in 107 bytes.
+	dir, err := os.MkdirTemp("/tmp", "dbench")
+	if err != nil {
+		return nil, err
+	}
+	if o.keep {
+		logf("keeping %s", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	cs := &children{}
+	defer cs.stopAll()
+
+	logf("building deployer and the backend")
+	deployerBin, backendBin := filepath.Join(dir, "deployer"), filepath.Join(dir, "backend")
+	if o.deployer != "" {
+		if deployerBin, err = filepath.Abs(o.deployer); err != nil {
+			return nil, err
+		}
+	} else if err := goBuild(ctx, root, "./cmd/deployer", deployerBin); err != nil {
+		return nil, err
+	}
+	if err := goBuild(ctx, root, "./bench/backend", backendBin); err != nil {
+		return nil, err
+	}
+	rawrelayBin := filepath.Join(dir, "rawrelay")
+	if !skip["rawrelay"] {
+		if err := goBuild(ctx, root, "./bench/rawrelay", rawrelayBin); err != nil {
+			return nil, err
+		}
+	}
+
+	l := load{threads: o.threads, connections: o.connections, duration: o.duration, warmup: o.warmup, timeout: o.timeout, tool: tool, dir: dir}
+	res.Load = loadSettings{
+		Tool: tool, Rounds: o.rounds, Threads: o.threads, Connections: o.connections,
+		Duration: o.duration.String(), Warmup: o.warmup.String(), Timeout: o.timeout.String(),
+	}
+	if tool == "wrk" {
+		res.Load.Command = fmt.Sprintf("wrk -t%d -c%d -d%ds --timeout %ds --latency http://ADDR/", o.threads, o.connections, int(o.duration.Seconds()), max(1, int(o.timeout.Round(time.Second).Seconds())))
+	} else {
+		res.Load.Command = fmt.Sprintf("built-in: %d keep-alive connections, GET / each, for %s", o.connections, o.duration)
+	}
+
+	// One daemon serves the table and the swap run. nginx and HAProxy
+	// point at its app's stable socket: every target reaches the very same
+	// backend process, except the direct run, which needs TCP for the
+	// load generator and so gets a process of its own.
+	events := filepath.Join(dir, "events")
+	if err := os.MkdirAll(events, 0o755); err != nil {
+		return nil, err
+	}
+	daemonAddr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	logf("starting deployer")
+	d, err := startDaemon(ctx, cs, deployerBin, filepath.Join(dir, "a"), daemonConfig{
+		Addr: daemonAddr, StateDir: filepath.Join(dir, "a", "run"), Backend: backendBin, Events: events,
+		MaxQueued: 10000, Drain: "2s",
+	})
+	if err != nil {
+		return nil, err
+	}
+	stable := filepath.Join(dir, "a", "run", "web", "current.sock")
+
+	// Every target runs from here to the end of the table; they are
+	// measured one after another, in rounds when -rounds > 1, so that a
+	// disturbance from outside hits them alike.
+	type target struct {
+		name, addr string
+		pgid       int // the process group whose CPU time is the proxy's
+	}
+	var targets []target
+	var stopAfter []*child // the other proxies: they leave before the swap run
+	if !skip["direct"] {
+		addr, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		bk, err := startChild("backend", filepath.Join(dir, "direct.log"), backendBin, "-socket", filepath.Join(dir, "direct.sock"), "-addr", addr)
+		if err != nil {
+			return nil, err
+		}
+		cs.add(bk)
+		if err := waitHTTP(ctx, addr, "bench.local", 10*time.Second); err != nil {
+			return nil, err
+		}
+		targets = append(targets, target{"direct", addr, bk.pid()})
+		stopAfter = append(stopAfter, bk)
+	}
+	if !skip["deployer"] {
+		targets = append(targets, target{"deployer", d.addr, d.proc.pid()})
+	}
+	var bd *daemon
+	if o.before != "" {
+		bin, err := filepath.Abs(o.before)
+		if err != nil {
+			return nil, err
+		}
+		addr, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		logf("starting deployer@before (%s)", bin)
+		bd, err = startDaemon(ctx, cs, bin, filepath.Join(dir, "before"), daemonConfig{
+			Addr: addr, StateDir: filepath.Join(dir, "before", "run"), Backend: backendBin,
+			MaxQueued: 10000, Drain: "2s",
+		})
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, target{"deployer@before", addr, bd.proc.pid()})
+	}
+	if !skip["nginx"] {
+		addr, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		ng, err := startNginx(ctx, cs, filepath.Join(dir, "nginx"), stable, addr)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, target{"nginx", addr, ng.pid()})
+		stopAfter = append(stopAfter, ng)
+	}
+	if !skip["haproxy"] {
+		addr, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		ha, err := startHAProxy(ctx, cs, filepath.Join(dir, "haproxy"), stable, addr)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, target{"haproxy", addr, ha.pid()})
+		stopAfter = append(stopAfter, ha)
+	}
+	if !skip["rawrelay"] {
+		addr, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		rr, err := startChild("rawrelay", filepath.Join(dir, "rawrelay.log"), rawrelayBin, "-socket", stable, "-addr", addr)
+		if err != nil {
+			return nil, err
+		}
+		cs.add(rr)
+		if err := waitHTTP(ctx, addr, "bench.local", 10*time.Second); err != nil {
+			return nil, err
+		}
+		targets = append(targets, target{"rawrelay", addr, rr.pid()})
+		stopAfter = append(stopAfter, rr)
+	}
+
+	rounds := map[string][]measured{}
+	for round := 1; round <= o.rounds; round++ {
+		for _, t := range targets {
+			logf("measuring %s (round %d of %d): %s warm-up, %s", t.name, round, o.rounds, o.warmup, o.duration)
+			before := groupCPUTicks(t.pgid)
+			r, err := l.run(ctx, t.addr, "bench.local")
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", t.name, err)
+			}
+			m := measured{Load: r}
+			if r.Requests > 0 {
+				// Ticks are 10 ms. The warm-up is included, so divide
+				// by both runs' requests (the warm-up's counted at the
+				// run's rate).
+				ticks := groupCPUTicks(t.pgid) - before
+				m.CPUus = float64(ticks) * 1e4 / (float64(r.Requests) * (1 + o.warmup.Seconds()/r.Seconds))
+			}
+			rounds[t.name] = append(rounds[t.name], m)
+			logf("  %.0f requests/s, p99 %.2fms, %d errors, %.1fµs CPU per request", r.RPS, r.P99us/1000, r.Errors, m.CPUus)
+		}
+	}
+	// Each target's row is its round with the median requests/s; every
+	// round is in the JSON.
+	for name, ms := range rounds {
+		sorted := slices.Clone(ms)
+		slices.SortFunc(sorted, func(a, b measured) int { return cmp.Compare(a.Load.RPS, b.Load.RPS) })
+		med := sorted[len(sorted)/2]
+		res.Targets[name] = med.Load
+		res.CPU[name] = med.CPUus
+		if len(ms) > 1 {
+			res.Rounds[name] = ms
+		}
+	}
+	bd.shutdown(ctx)
+	for _, c := range stopAfter {
+		c.stop(5 * time.Second)
+	}
+	for name, r := range res.Targets {
+		var q ratios
+		if n, ok := res.Targets["nginx"]; ok && n.RPS > 0 {
+			q.Nginx = r.RPS / n.RPS
+		}
+		if h, ok := res.Targets["haproxy"]; ok && h.RPS > 0 {
+			q.HAProxy = r.RPS / h.RPS
+		}
+		res.Ratios[name] = q
+	}
+
+	if !skip["swap"] {
+		logf("measuring swaps: a swap every %s during %s of load", o.swapEvery, o.duration)
+		s, err := swapRun(ctx, d, l, o.swapEvery, events, logf)
+		if err != nil {
+			return nil, fmt.Errorf("swap run: %w", err)
+		}
+		res.Swap = &s
+	}
+	d.shutdown(ctx)
+
+	if !skip["hold"] {
+		logf("measuring hold: %d requests held during a pause", o.held)
+		addr, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		hd, err := startDaemon(ctx, cs, deployerBin, filepath.Join(dir, "b"), daemonConfig{
+			Addr: addr, StateDir: filepath.Join(dir, "b", "run"), Backend: backendBin,
+			MaxQueued: o.held + 1000, Drain: "5s",
+		})
+		if err != nil {
+			return nil, err
+		}
+		h, err := holdRun(ctx, hd, o.held, logf)
+		if err != nil {
+			return nil, fmt.Errorf("hold run: %w\n%s", err, hd.proc.tail(10))
+		}
+		res.Hold = &h
+		hd.shutdown(ctx)
+	}
+	res.Machine.LoadAfter = loadavg()
+	res.Goals = checkGoals(res)
+	res.Duration = time.Since(started).Round(time.Second).String()
+	return res, nil
+}
+
+// checkGoals compares the run with issue 5's targets.
+func checkGoals(r *result) []goal {
+	var gs []goal
+	dep, okD := r.Targets["deployer"]
+	if n, ok := r.Targets["nginx"]; ok && okD {
+		q := r.Ratios["deployer"].Nginx
+		gs = append(gs, goal{"deployer ≥ 1.0 × nginx requests/s", fmt.Sprintf("%.2f ×", q), q >= 1.0})
+		gs = append(gs, goal{"deployer p99 ≤ nginx p99", fmt.Sprintf("%s vs %s", ms(dep.P99us), ms(n.P99us)), dep.P99us <= n.P99us})
+	}
+	if _, ok := r.Targets["haproxy"]; ok && okD {
+		q := r.Ratios["deployer"].HAProxy
+		gs = append(gs, goal{"deployer ≥ 0.8 × HAProxy requests/s", fmt.Sprintf("%.2f ×", q), q >= 0.8})
+	}
+	if h := r.Hold; h != nil {
+		gs = append(gs, goal{"≤ 8 KiB resident memory per held request", fmt.Sprintf("%.1f KiB", h.PerHeldBytes/1024), h.PerHeldBytes <= 8<<10})
+		gs = append(gs, goal{fmt.Sprintf("all %d held requests answered within 1 s of resume", h.Held),
+			fmt.Sprintf("%d answered 200 in %.0f ms", h.Answered200, h.ResumeToLastMs), h.Failed == 0 && h.ResumeToLastMs <= 1000})
+	}
+	if s := r.Swap; s != nil {
+		gs = append(gs, goal{fmt.Sprintf("0 failed requests with a swap every %s", s.Every),
+			fmt.Sprintf("%d failed of %d, %d swaps (%d refused or failed)", s.Load.Errors, s.Load.Requests, s.Swaps, s.SwapsFailed),
+			s.Load.Errors == 0 && s.SwapsFailed == 0})
+	}
+	return gs
+}
+
+func (r *result) print(w io.Writer) {
+	m := r.Machine
+	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, Linux %s, open files %d; load average %s before, %s after\n", m.CPUs, m.CPU, m.Go, m.Kernel, m.NoFile, m.LoadBefore, m.LoadAfter)
+	for _, t := range []string{m.Wrk, m.Nginx, m.HAProxy} {
+		if t != "" {
+			fmt.Fprintf(w, "         %s\n", t)
+		}
+	}
+	fmt.Fprintf(w, "load:    %s, after %s warm-up; GET / of a %d-byte JSON body from bench/backend on a unix socket\n", r.Load.Command, r.Load.Warmup, 67)
+	if r.Load.Rounds > 1 {
+		fmt.Fprintf(w, "         every target measured %d times in turn; each row is its median round\n", r.Load.Rounds)
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintf(w, "%-15s %11s %9s %9s %9s %8s %9s %9s %10s\n", "target", "requests/s", "p50", "p99", "p99.9", "errors", "CPU/req", "vs nginx", "vs HAProxy")
+	for _, name := range []string{"direct", "deployer", "deployer@before", "nginx", "haproxy", "rawrelay"} {
+		t, ok := r.Targets[name]
+		if !ok {
+			continue
+		}
+		cpu := "-"
+		if c, ok := r.CPU[name]; ok {
+			cpu = fmt.Sprintf("%.1fµs", c)
+		}
+		q := r.Ratios[name]
+		fmt.Fprintf(w, "%-15s %11.0f %9s %9s %9s %8d %9s %9s %10s\n", name, t.RPS, ms(t.P50us), ms(t.P99us), ms(t.P999us), t.Errors, cpu, ratio(q.Nginx), ratio(q.HAProxy))
+	}
+	fmt.Fprintln(w, "direct: the backend over TCP, no proxy. rawrelay: bench/rawrelay, a measuring stick, not a proxy (GET only, no guarantees).")
+	fmt.Fprintln(w, "CPU/req: the proxy's own CPU time per request (direct: the backend's), from /proc, warm-up included.")
+
+	if s := r.Swap; s != nil {
+		fmt.Fprintf(w, "\nswap cost:    %d swaps, one every %s, during %s of the same load: %d failed requests of %d (%d connect, %d read, %d write, %d timeout, %d non-2xx); %d swaps failed or refused\n",
+			s.Swaps, s.Every, r.Load.Duration, s.Load.Errors, s.Load.Requests, s.Load.ErrConnect, s.Load.ErrRead, s.Load.ErrWrite, s.Load.ErrTimeout, s.Load.ErrStatus, s.SwapsFailed)
+		if d, ok := r.Targets["deployer"]; ok {
+			fmt.Fprintf(w, "              p99 %s with swaps vs %s without (p50 %s vs %s, p99.9 %s vs %s); %.0f vs %.0f requests/s\n",
+				ms(s.Load.P99us), ms(d.P99us), ms(s.Load.P50us), ms(d.P50us), ms(s.Load.P999us), ms(d.P999us), s.Load.RPS, d.RPS)
+		}
+		fmt.Fprintf(w, "              a swap command took %.0f ms median, %.0f ms max\n", s.SwapMs.Median, s.SwapMs.Max)
+		for _, e := range s.SwapErrors {
+			fmt.Fprintf(w, "              swap error: %s\n", e)
+		}
+		fmt.Fprintf(w, "swap latency: new version healthy → its first request: median %.2f ms, p90 %.2f ms, max %.2f ms (%d swaps)\n",
+			s.LatencyMs.Median, s.LatencyMs.P90, s.LatencyMs.Max, s.LatencyMs.N)
+	}
+	if h := r.Hold; h != nil {
+		fmt.Fprintf(w, "\nhold cost:    %d requests held during a pause: deployer RSS %.1f MiB before, %.1f MiB held (%.1f KiB per held request), %.1f MiB after resume (the %d connections still open)\n",
+			h.Held, mib(h.RSSBefore), mib(h.RSSDuring), h.PerHeldBytes/1024, mib(h.RSSAfter), h.Held)
+		fmt.Fprintf(w, "              resume → last held request answered: %.0f ms (the resume command itself: %.0f ms); %d answered 200, %d failed\n",
+			h.ResumeToLastMs, h.ResumeCommandMs, h.Answered200, h.Failed)
+		for _, e := range h.FailedExamples {
+			fmt.Fprintf(w, "              failed: %s\n", e)
+		}
+	}
+	if len(r.Goals) > 0 {
+		fmt.Fprintln(w, "\nissue 5 targets:")
+		for _, g := range r.Goals {
+			mark := "NOT MET"
+			if g.Met {
+				mark = "met"
+			}
+			fmt.Fprintf(w, "  %-7s %-52s %s\n", mark, g.What, g.Got)
+		}
+	}
+	for _, s := range r.Skipped {
+		fmt.Fprintf(w, "skipped: %s\n", s)
+	}
+	fmt.Fprintf(w, "\nbench took %s\n", r.Duration)
+}
+
+func ms(us float64) string { return fmt.Sprintf("%.2fms", us/1000) }
+
+func ratio(q float64) string {
+	if q == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", q)
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+// loadavg is the 1, 5 and 15 minute load averages.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func kernel() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return strings.TrimSpace(string(b))
+}

@@ -1,0 +1,170 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// setSlots gives instance 0 of the app's first version a pool with n slots.
+func setSlots(t *testing.T, f *fixture, n int) {
+	t.Helper()
+	f.p.app("web").versions[0].instances[0].pool.slots = make(chan struct{}, n)
+}
+
+// Requests beyond the slots wait for an answer to begin, first come first
+// served; none fails.
+func TestSlotsBoundPendingRequests(t *testing.T) {
+	f := newFixture(t, AppOptions{})
+	var now, peak atomic.Int64
+	release := make(chan struct{})
+	f.p.Serve("web", "v1", []Target{startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := now.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		<-release
+		now.Add(-1)
+		io.WriteString(w, "ok")
+	}))})
+	setSlots(t, f, 2)
+
+	var results []<-chan result
+	for range 5 {
+		results = append(results, f.goGet(context.Background(), "/"))
+	}
+	waitFor(t, "two requests at the app", func() bool { return now.Load() == 2 })
+	time.Sleep(50 * time.Millisecond)
+	if p := peak.Load(); p != 2 {
+		t.Errorf("%d requests at the app at once, want 2", p)
+	}
+	close(release)
+	for i, ch := range results {
+		if r := recv(t, ch); r.err != nil || r.status != 200 {
+			t.Errorf("request %d: %d %v", i, r.status, r.err)
+		}
+	}
+}
+
+// A response that began (a stream) frees its slot: streams never hold up
+// other requests.
+func TestSlotsFreedByStreams(t *testing.T) {
+	f := newFixture(t, AppOptions{})
+	done := make(chan struct{})
+	defer close(done)
+	f.p.Serve("web", "v1", []Target{startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: hi\n\n")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-done:
+		case <-r.Context().Done():
+		}
+	}))})
+	setSlots(t, f, 1)
+
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			res, err := f.client.Do(mustRequest(t, http.MethodGet, f.url+"/events", nil).WithContext(ctx))
+			if err != nil {
+				t.Errorf("stream %d: %v", i, err)
+				return
+			}
+			defer res.Body.Close()
+			buf := make([]byte, len("data: hi\n\n"))
+			if _, err := io.ReadFull(res.Body, buf); err != nil {
+				t.Errorf("stream %d: first event: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// With every slot held by a request the app does not answer, another
+// request waits slotWait, then goes anyway.
+func TestSlotWaitBounded(t *testing.T) {
+	old := slotWait
+	slotWait = 50 * time.Millisecond
+	defer func() { slotWait = old }()
+	f := newFixture(t, AppOptions{})
+	stuck := make(chan struct{})
+	defer close(stuck)
+	f.p.Serve("web", "v1", []Target{startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stuck" {
+			select {
+			case <-stuck:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		io.WriteString(w, "ok")
+	}))})
+	setSlots(t, f, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f.goGet(ctx, "/stuck")
+	waitFor(t, "the stuck request to take the slot", func() bool { return len(f.p.app("web").versions[0].instances[0].pool.slots) == 1 })
+	start := time.Now()
+	if status, body := f.get(t, "/"); status != 200 || body != "ok" {
+		t.Fatalf("got %d %q", status, body)
+	}
+	if d := time.Since(start); d < slotWait {
+		t.Errorf("answered after %s, before slotWait", d)
+	}
+}
+
+// Idle connections older than idleConnTimeout are not reused, and an idle
+// connection the app closed fails the liveness check.
+func TestPoolReuseRules(t *testing.T) {
+	ln, target := listenUnix(t, sockDir(t), "app.sock")
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	v := newVersion("v1")
+	v.setTargetsLocked([]Target{target})
+	p := v.instances[0].pool
+	defer v.close()
+
+	bc, reused, err := p.get(false)
+	if err != nil || reused {
+		t.Fatalf("first get: reused %v, err %v", reused, err)
+	}
+	peer := <-accepted
+	p.put(bc)
+	if again, reused, _ := p.get(true); again != bc || !reused {
+		t.Fatal("a live idle connection was not reused")
+	}
+	p.put(bc)
+
+	peer.Close() // the app closes it while idle
+	time.Sleep(10 * time.Millisecond)
+	fresh, reused, err := p.get(true)
+	if err != nil || reused || fresh == bc {
+		t.Fatalf("after the app closed the idle connection: reused %v, err %v", reused, err)
+	}
+	<-accepted
+	fresh.idleSince = time.Now().Add(-2 * idleConnTimeout)
+	p.mu.Lock()
+	p.idle = append(p.idle, fresh)
+	p.mu.Unlock()
+	if third, reused, _ := p.get(false); reused || third == fresh {
+		t.Error("a connection idle past idleConnTimeout was reused")
+	}
+	if n := v.openConns(); n != 1 {
+		t.Errorf("%d connections open, want 1 (the others closed)", n)
+	}
+}
