@@ -88,6 +88,12 @@ func (c *client) do(ctx context.Context, method, path string, query url.Values, 
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
+	if err != nil && method == http.MethodGet && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+		// A daemon handing over to a new one (an upgrade) may close a
+		// connection it just accepted; a read-only call is simply asked
+		// again, and the new daemon answers.
+		resp, err = c.http.Do(req.Clone(ctx))
+	}
 	if err != nil {
 		return nil, c.transportError(err)
 	}
