@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"context"
 	"errors"
 	"io"
 	"os"
@@ -164,5 +163,3 @@ func backlogStart(path string, offset int64) int64 {
 	}
 	return offset
 }
-
-var _ = context.Background

@@ -12,8 +12,8 @@ import (
 	"github.com/deployer/deployer/sockets"
 )
 
-// healthTimeout bounds one health check.
-const healthTimeout = 2 * time.Second
+// healthTimeout bounds one health check when the caller gives no timeout.
+const healthTimeout = DefaultHealthTimeout
 
 // endpoint is where one app process listens.
 type endpoint struct {
@@ -24,9 +24,13 @@ type endpoint struct {
 // checkHealth makes one health check: a GET of path answered 2xx, or, when
 // path is "", a successful connect. Keep-alives are off: a pooled health
 // connection would count as a live connection to an old version and hold up
-// its drain (see drain's /proc/net/unix wait).
-func checkHealth(ctx context.Context, ep endpoint, path string) error {
-	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+// its drain (see drain's /proc/net/unix wait). timeout bounds the check
+// (health_timeout; 0: healthTimeout).
+func checkHealth(ctx context.Context, ep endpoint, path string, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = healthTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var d net.Dialer
 	if path == "" {
@@ -66,7 +70,7 @@ var errExited = errors.New("process exited")
 
 // waitReady waits until p listens and passes its health check, then until it
 // has stayed up and healthy for settle. It fails fast when p exits.
-func waitReady(ctx context.Context, p *process, ep endpoint, health string, settle time.Duration) error {
+func waitReady(ctx context.Context, p *process, ep endpoint, health string, timeout, settle time.Duration) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -94,7 +98,7 @@ func waitReady(ctx context.Context, p *process, ep endpoint, health string, sett
 	interval := 25 * time.Millisecond
 	var healthySince time.Time
 	for {
-		err := checkHealth(ctx, ep, health)
+		err := checkHealth(ctx, ep, health, timeout)
 		if p.exited() {
 			return exited(err)
 		}

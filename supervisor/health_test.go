@@ -56,7 +56,7 @@ func TestCheckHealth(t *testing.T) {
 		{"/moved", "GET /moved answered 302 Found"}, // redirects are not followed
 	}
 	for _, tt := range tests {
-		err := checkHealth(context.Background(), ep, tt.path)
+		err := checkHealth(context.Background(), ep, tt.path, 0)
 		switch {
 		case tt.wantErr == "" && err != nil:
 			t.Errorf("%s: got %v, want no error", tt.path, err)
@@ -71,7 +71,7 @@ func TestCheckHealth(t *testing.T) {
 	}
 
 	// Path "": connecting is enough, whatever the app would answer.
-	if err := checkHealth(context.Background(), ep, ""); err != nil {
+	if err := checkHealth(context.Background(), ep, "", 0); err != nil {
 		t.Errorf(`path "": got %v, want no error`, err)
 	}
 	select {
@@ -84,7 +84,7 @@ func TestCheckHealth(t *testing.T) {
 func TestCheckHealthUnreachable(t *testing.T) {
 	missing := endpoint{network: "unix", addr: socketDir(t) + "/missing.sock"}
 	for _, path := range []string{"/healthz", ""} {
-		if err := checkHealth(context.Background(), missing, path); !errors.Is(err, syscall.ENOENT) {
+		if err := checkHealth(context.Background(), missing, path, 0); !errors.Is(err, syscall.ENOENT) {
 			t.Errorf("path %q, no socket: got %v, want ENOENT", path, err)
 		}
 	}
@@ -99,7 +99,7 @@ func TestCheckHealthUnreachable(t *testing.T) {
 	defer l.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if err := checkHealth(ctx, endpoint{network: "unix", addr: path}, "/healthz"); !errors.Is(err, context.DeadlineExceeded) {
+	if err := checkHealth(ctx, endpoint{network: "unix", addr: path}, "/healthz", 0); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("mute app: got %v, want context.DeadlineExceeded", err)
 	}
 }
@@ -107,7 +107,7 @@ func TestCheckHealthUnreachable(t *testing.T) {
 // waitReadyAsync runs waitReady on a goroutine.
 func waitReadyAsync(ctx context.Context, p *process, ep endpoint, health string, settle time.Duration) <-chan error {
 	done := make(chan error, 1)
-	go func() { done <- waitReady(ctx, p, ep, health, settle) }()
+	go func() { done <- waitReady(ctx, p, ep, health, 0, settle) }()
 	return done
 }
 
@@ -140,7 +140,7 @@ func TestWaitReadySettles(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
-	if err := waitReady(ctx, p, ep, "/healthz", settle); err != nil {
+	if err := waitReady(ctx, p, ep, "/healthz", 0, settle); err != nil {
 		t.Fatalf("waitReady: got %v, want nil", err)
 	}
 	if took := time.Since(start); took < settle {
@@ -156,7 +156,7 @@ func TestWaitReadyExited(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	start := time.Now()
-	err := waitReady(ctx, p, ep, "/healthz", 0)
+	err := waitReady(ctx, p, ep, "/healthz", 0, 0)
 	if !errors.Is(err, errExited) || !strings.Contains(err.Error(), "exited with status 3") {
 		t.Errorf("got %v, want errExited saying exited with status 3", err)
 	}
@@ -173,7 +173,7 @@ func TestWaitReadyDeadline(t *testing.T) {
 	waitLine(t, logs, "listening") // the deadline is for checks, not for starting
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	err := waitReady(ctx, p, ep, "/healthz", 0)
+	err := waitReady(ctx, p, ep, "/healthz", 0, 0)
 	if want := "last health check: GET /healthz answered 503 Service Unavailable"; err == nil || err.Error() != want {
 		t.Errorf("got %v, want %q", err, want)
 	}
@@ -191,7 +191,7 @@ func TestWaitReadyDeadlineDuringCheck(t *testing.T) {
 	// Shorter than healthTimeout: the hanging check ends with the deadline.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	err := waitReady(ctx, p, ep, "/healthz", 0)
+	err := waitReady(ctx, p, ep, "/healthz", 0, 0)
 	if want := "last health check: GET /healthz answered 503 Service Unavailable"; err == nil || err.Error() != want {
 		t.Errorf("got %v, want %q", err, want)
 	}
@@ -206,7 +206,7 @@ func TestWaitReadyDeadlineWhileSettling(t *testing.T) {
 	waitLine(t, logs, "listening")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	err := waitReady(ctx, p, ep, "/healthz", time.Minute)
+	err := waitReady(ctx, p, ep, "/healthz", 0, time.Minute)
 	if err == nil || !strings.HasPrefix(err.Error(), "healthy for ") || !strings.HasSuffix(err.Error(), ", less than settle (1m0s)") {
 		t.Errorf("got %v, want it to say that settle did not pass", err)
 	}
@@ -218,8 +218,25 @@ func TestWaitReadyCrashWhileSettling(t *testing.T) {
 	p, ep := startApp(t, newLogBuffer(100), map[string]string{appExitCheckEnv: "2"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := waitReady(ctx, p, ep, "/healthz", 5*time.Second)
+	err := waitReady(ctx, p, ep, "/healthz", 0, 5*time.Second)
 	if !errors.Is(err, errExited) || !strings.Contains(err.Error(), "exited with status 3") {
 		t.Errorf("got %v, want errExited saying exited with status 3", err)
+	}
+}
+
+// The caller's timeout bounds a check, not a fixed one: an app whose health
+// endpoint takes 2.5s passes with health_timeout = "3s" and fails with 1s.
+func TestCheckHealthTimeout(t *testing.T) {
+	ep := serveUnix(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(2500 * time.Millisecond):
+		case <-r.Context().Done():
+		}
+	}))
+	if err := checkHealth(context.Background(), ep, "/healthz", 3*time.Second); err != nil {
+		t.Fatalf("with a 3s timeout: got %v, want nil", err)
+	}
+	if err := checkHealth(context.Background(), ep, "/healthz", time.Second); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("with a 1s timeout: got %v, want a deadline error", err)
 	}
 }

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"context"
 	"time"
 
 	"github.com/deployer/deployer/proxy"
@@ -36,9 +35,7 @@ func (a *App) healthLoop(v *version, in *instance) {
 		if p != checked {
 			checked, fails, passes = p, 0, 0
 		}
-		ctx, cancel := context.WithTimeout(a.d.ctx, cfg.HealthTimeout)
-		err := checkHealth(ctx, ep, cfg.Health)
-		cancel()
+		err := checkHealth(a.d.ctx, ep, cfg.Health, cfg.HealthTimeout)
 		if a.d.ctx.Err() != nil || v.isStopping() {
 			return
 		}

@@ -64,7 +64,7 @@ func (a *App) launch(ctx context.Context, name string, progress progressFunc) (*
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := waitReady(ctx, p, ep, cfg.Health, a.d.settle(cfg)); err != nil {
+			if err := waitReady(ctx, p, ep, cfg.Health, cfg.HealthTimeout, a.d.settle(cfg)); err != nil {
 				if errors.Is(ctx.Err(), context.DeadlineExceeded) && !p.exited() {
 					err = fmt.Errorf("not healthy within %s: %w", cfg.ReadyTimeout, err)
 				}

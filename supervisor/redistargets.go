@@ -216,9 +216,7 @@ func (r *redisRoutes) watch(ctx context.Context, e *routeEntry) {
 		var wg sync.WaitGroup
 		for i, t := range e.spec.Targets {
 			wg.Go(func() {
-				cctx, cancel := context.WithTimeout(ctx, min(interval, healthTimeout))
-				defer cancel()
-				errs[i] = checkHealth(cctx, endpoint{network: t.Network, addr: t.Addr}, "")
+				errs[i] = checkHealth(ctx, endpoint{network: t.Network, addr: t.Addr}, "", min(interval, healthTimeout))
 			})
 		}
 		wg.Wait()

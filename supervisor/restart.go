@@ -70,7 +70,7 @@ func (a *App) restartOnce(v *version, in *instance, old endpoint) (bool, error) 
 		return false, err
 	}
 	ctx, cancel := context.WithTimeout(a.d.ctx, v.cfg.ReadyTimeout)
-	err = waitReady(ctx, np, nep, v.cfg.Health, 0)
+	err = waitReady(ctx, np, nep, v.cfg.Health, v.cfg.HealthTimeout, 0)
 	cancel()
 	if err != nil {
 		np.kill()
