@@ -24,22 +24,7 @@ func TestSlowRequestSurvivesSwap(t *testing.T) {
 	e.basicConfig("")
 	e.start()
 
-	type result struct {
-		code    int
-		version string
-		err     error
-	}
-	done := make(chan result, 1)
-	go func() {
-		res, err := http.Get(e.url("/slow?d=3s"))
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		done <- result{code: res.StatusCode, version: res.Header.Get("X-Version")}
-	}()
+	done := getInBackground(e.url("/slow?d=3s"))
 	waitFor(t, "the slow request to be in flight", 5*time.Second, func() bool {
 		return e.appStatus("web").InFlight == 1
 	})

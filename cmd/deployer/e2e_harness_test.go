@@ -130,6 +130,19 @@ stop_timeout = "5s"
 // in names serves.
 func (e *env) start(names ...string) {
 	e.t.Helper()
+	e.launch()
+	if len(names) == 0 {
+		names = []string{"web"}
+	}
+	for _, n := range names {
+		e.waitState(n, supervisor.StateServing, 30*time.Second)
+	}
+}
+
+// launch runs `deployer start` in the background, stopped at the test's end
+// (its output logged if the test failed).
+func (e *env) launch() {
+	e.t.Helper()
 	e.logs = &syncBuffer{}
 	cmd := exec.Command(deployerBin, "-c", e.config, "start")
 	cmd.Stdout, cmd.Stderr = e.logs, e.logs
@@ -146,12 +159,6 @@ func (e *env) start(names ...string) {
 			e.t.Logf("daemon output:\n%s", e.logs.String())
 		}
 	})
-	if len(names) == 0 {
-		names = []string{"web"}
-	}
-	for _, n := range names {
-		e.waitState(n, supervisor.StateServing, 30*time.Second)
-	}
 }
 
 func (e *env) stopDaemon() {
@@ -409,4 +416,27 @@ func tryGet(url string) (int, string, http.Header) {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return res.StatusCode, string(b), res.Header
+}
+
+// slowResult is how a request started in the background ended.
+type slowResult struct {
+	code    int
+	version string // X-Version: which version answered
+	err     error
+}
+
+// getInBackground starts GET url and reports its end on the channel.
+func getInBackground(url string) <-chan slowResult {
+	done := make(chan slowResult, 1)
+	go func() {
+		res, err := http.Get(url)
+		if err != nil {
+			done <- slowResult{err: err}
+			return
+		}
+		_, err = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		done <- slowResult{code: res.StatusCode, version: res.Header.Get("X-Version"), err: err}
+	}()
+	return done
 }

@@ -145,21 +145,7 @@ health_interval = "100ms"
 // answers.
 func (e *env) startBare() {
 	e.t.Helper()
-	e.logs = &syncBuffer{}
-	cmd := exec.Command(deployerBin, "-c", e.config, "start")
-	cmd.Stdout, cmd.Stderr = e.logs, e.logs
-	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	e.daemon = cmd
-	e.exited = make(chan struct{})
-	go func() { cmd.Wait(); close(e.exited) }()
-	e.t.Cleanup(func() {
-		e.stopDaemon()
-		if e.t.Failed() {
-			e.t.Logf("daemon output:\n%s", e.logs.String())
-		}
-	})
+	e.launch()
 	waitFor(e.t, "the daemon to answer", 10*time.Second, func() bool {
 		_, _, code := e.cli("status", "--json")
 		return code == 0

@@ -522,22 +522,7 @@ func TestDaemonUpgradeSlowRequestAndWebSocket(t *testing.T) {
 	u.startDaemon()
 	ctx := context.Background()
 
-	type result struct {
-		code    int
-		version string
-		err     error
-	}
-	slow := make(chan result, 1)
-	go func() {
-		res, err := http.Get(u.url("/slow?d=3s"))
-		if err != nil {
-			slow <- result{err: err}
-			return
-		}
-		_, err = io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		slow <- result{code: res.StatusCode, version: res.Header.Get("X-Version"), err: err}
-	}()
+	slow := getInBackground(u.url("/slow?d=3s"))
 	waitFor(t, "the slow request to be in flight", 5*time.Second, func() bool {
 		return u.appStatus("web").InFlight == 1
 	})
