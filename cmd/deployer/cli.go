@@ -210,6 +210,16 @@ func (inv *invocation) daemonApp() (*supervisor.Config, string, []string, error)
 	return cfg, app, rest, nil
 }
 
+// optionalApp resolves APP for a command where leaving it out means every
+// app: "" then.
+func (inv *invocation) optionalApp(cfg *supervisor.Config) (string, error) {
+	if len(inv.args) == 0 {
+		return "", nil
+	}
+	app, _, err := inv.resolveApp(cfg)
+	return app, err
+}
+
 // resolveApp returns the APP argument, filled in when deploy.toml defines
 // exactly one app and it was left out, and the arguments after it. The
 // command's argument count has been checked already.

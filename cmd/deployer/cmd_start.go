@@ -35,11 +35,9 @@ func runStart(ctx context.Context, inv *invocation) error {
 	}
 	// An APP given must exist whichever way this goes; left out, it means
 	// "every app" to a new daemon but must be resolved for a running one.
-	app := ""
-	if len(inv.args) == 1 {
-		if app, _, err = inv.resolveApp(cfg); err != nil {
-			return err
-		}
+	app, err := inv.optionalApp(cfg)
+	if err != nil {
+		return err
 	}
 	if isUpgradeChild() {
 		return inv.becomeDaemon(ctx, cfg, app)

@@ -39,11 +39,9 @@ func runStatus(ctx context.Context, inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	app := ""
-	if len(inv.args) == 1 {
-		if app, _, err = inv.resolveApp(cfg); err != nil {
-			return err
-		}
+	app, err := inv.optionalApp(cfg)
+	if err != nil {
+		return err
 	}
 	raw, err := inv.client(cfg).status(ctx, app)
 	if err != nil {
