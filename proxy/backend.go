@@ -15,6 +15,9 @@ type AppOptions struct {
 	// MaxQueued is how many requests may wait at once (0: DefaultMaxQueued).
 	// One more gets 503 at once.
 	MaxQueued int
+	// MaxBody is the largest request body passed on to the app, in bytes;
+	// 0 for no limit. A bigger one gets 413 Content Too Large.
+	MaxBody int64
 }
 
 // withDefaults fills in the zero fields; the one place defaults are applied.

@@ -19,11 +19,14 @@ type call struct {
 	seq     uint64 // arrival order, for the FIFO
 
 	// Owned by the request's goroutine.
-	deadline    time.Time   // arrival + queue_timeout, set on the first acquire
-	avoid       []*instance // instances that refused this request since the last state change
-	requestID   string      // the client's X-Request-Id, or "" until idNum is formatted
-	idNum       uint64      // a generated request id (requestID == "")
-	lastVersion string      // for logs
+	deadline    time.Time     // arrival + queue_timeout, set on the first acquire
+	avoid       []*instance   // instances that refused this request since the last state change
+	requestID   string        // the client's X-Request-Id, or "" until idNum is formatted
+	idNum       uint64        // a generated request id (requestID == "")
+	lastVersion string        // for logs
+	status      int           // the status the client got (RequestInfo)
+	bytes       int64         // response body bytes written to the client
+	held        time.Duration // time spent waiting at the gate
 
 	// Guarded by b.mu.
 	list       *callList // the queue or a registry this call is in; nil if none

@@ -117,6 +117,9 @@ func classify(c *call, err error) error {
 func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, c *call, err error) {
 	err = classify(c, err)
 	status := statusFor(err)
+	if c != nil {
+		c.status = status
+	}
 
 	attrs := []any{"status", status, "method", r.Method, "host", r.Host, "path", r.URL.Path, "error", err}
 	if c != nil {

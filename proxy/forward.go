@@ -225,8 +225,9 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, c *call, bc *bac
 	if len(res.trailers) > 0 {
 		h["Trailer"] = []string{strings.Join(res.trailers, ", ")}
 	}
+	c.status = res.status
 	w.WriteHeader(res.status)
-	err := copyBody(w, bc, res)
+	err := copyBody(w, bc, res, &c.bytes)
 	bodyErr := bc.finishBody()
 	broken := c.detach()
 	if err != nil {
@@ -245,8 +246,9 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, c *call, bc *bac
 // copyBody copies the response body from bc to w. It flushes w whenever the
 // next read from the app may block, so the client never waits for bytes the
 // app already sent (server-sent events, long polls), and a response that
-// arrived whole goes out in one write with its head.
-func copyBody(w http.ResponseWriter, bc *backendConn, res response) error {
+// arrived whole goes out in one write with its head. It adds the bytes
+// written to *written.
+func copyBody(w http.ResponseWriter, bc *backendConn, res response, written *int64) error {
 	if res.length == 0 {
 		return nil
 	}
@@ -286,7 +288,9 @@ func copyBody(w http.ResponseWriter, bc *backendConn, res response) error {
 			if remaining >= 0 && int64(len(chunk)) > remaining {
 				chunk = chunk[:remaining]
 			}
-			if _, err := w.Write(chunk); err != nil {
+			n, err := w.Write(chunk)
+			*written += int64(n)
+			if err != nil {
 				return err
 			}
 			br.Discard(len(chunk))
@@ -308,7 +312,9 @@ func copyBody(w http.ResponseWriter, bc *backendConn, res response) error {
 				}
 				k, err := br.Read(want)
 				if k > 0 {
-					if _, werr := w.Write(want[:k]); werr != nil {
+					n, werr := w.Write(want[:k])
+					*written += int64(n)
+					if werr != nil {
 						return werr
 					}
 					dirty = true
@@ -337,7 +343,9 @@ func copyBody(w http.ResponseWriter, bc *backendConn, res response) error {
 		}
 		k, err := cr.Read(*buf)
 		if k > 0 {
-			if _, werr := w.Write((*buf)[:k]); werr != nil {
+			n, werr := w.Write((*buf)[:k])
+			*written += int64(n)
+			if werr != nil {
 				return werr
 			}
 			dirty = true

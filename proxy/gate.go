@@ -72,6 +72,7 @@ func (b *backend) acquire(c *call) (*version, *instance, error) {
 // queue has already assigned it (or failed it), so a woken request never
 // finds the gate closed again and never spins.
 func (b *backend) wait(c *call) (*version, *instance, error) {
+	defer func(start time.Time) { c.held += time.Since(start) }(time.Now())
 	timer := time.NewTimer(time.Until(c.deadline))
 	defer timer.Stop()
 	var err error

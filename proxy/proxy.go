@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -21,6 +22,14 @@ const (
 // Options configure a Proxy. The zero value works.
 type Options struct {
 	Logger *slog.Logger // nil: slog.Default()
+	// OnRequest, if set, is called once per request when its answer (or
+	// its upgraded connection) is over, on the request's goroutine: for
+	// metrics and access logs. It must not keep info.
+	OnRequest func(info *RequestInfo)
+	// TrustedProxies are the client addresses whose X-Forwarded-For,
+	// X-Forwarded-Host and X-Forwarded-Proto are passed on (extended with
+	// the client's address); from anyone else they are replaced.
+	TrustedProxies []netip.Prefix
 }
 
 // Proxy is deployer's HTTP reverse proxy: an http.Handler that routes each
@@ -31,9 +40,11 @@ type Options struct {
 // All methods are safe for concurrent use. The zero Proxy is not usable:
 // call New.
 type Proxy struct {
-	log    *slog.Logger
-	routes atomic.Pointer[routeTable]
-	seq    atomic.Uint64 // arrival order of requests
+	log       *slog.Logger
+	onRequest func(*RequestInfo)
+	trusted   []netip.Prefix
+	routes    atomic.Pointer[routeTable]
+	seq       atomic.Uint64 // arrival order of requests
 
 	mu   sync.Mutex                          // serializes writers of apps
 	apps atomic.Pointer[map[string]*backend] // copy on write; read without locks
@@ -42,7 +53,7 @@ type Proxy struct {
 // New returns a Proxy with no routes and no apps: every request gets 404
 // until SetRoutes.
 func New(opts Options) *Proxy {
-	p := &Proxy{log: logger(opts.Logger)}
+	p := &Proxy{log: logger(opts.Logger), onRequest: opts.OnRequest, trusted: slices.Clone(opts.TrustedProxies)}
 	p.routes.Store(&routeTable{})
 	p.apps.Store(&map[string]*backend{})
 	return p
@@ -62,11 +73,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt := p.routes.Load().lookup(host, r.URL.Path)
 	if rt == nil {
 		p.writeError(w, r, nil, &routeError{host: host})
+		p.observe(r, nil, "", http.StatusNotFound)
 		return
 	}
 	b := (*p.apps.Load())[rt.app]
 	if b == nil {
 		p.writeError(w, r, nil, &appError{err: ErrUnknownApp, app: rt.app})
+		p.observe(r, nil, rt.app, http.StatusServiceUnavailable)
 		return
 	}
 	c := &call{
@@ -77,7 +90,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		seq:     p.seq.Add(1),
 	}
 	// Takes c out of its registry however forward ends, a panic included.
-	defer b.finish(c)
+	defer func() {
+		b.finish(c)
+		p.observe(r, c, rt.app, 0)
+	}()
 	p.forward(w, r, c)
 }
 

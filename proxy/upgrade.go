@@ -30,6 +30,7 @@ func (p *Proxy) upgrade(w http.ResponseWriter, r *http.Request, c *call, bc *bac
 		return
 	}
 	defer conn.Close()
+	c.status = http.StatusSwitchingProtocols
 	c.b.markUpgraded(c)
 	if !c.attachClient(conn) {
 		return

@@ -92,6 +92,9 @@ type DeployerConfig struct {
 	// PIDFile, if set (absolute), holds the daemon's pid, rewritten
 	// atomically by every new daemon after an upgrade (systemd's PIDFile=).
 	PIDFile string
+	// Public is the public side: client limits, TLS, metrics, access log,
+	// control socket access (config_public.go).
+	Public PublicConfig
 }
 
 // Defaults of the [routes] table.
@@ -147,6 +150,9 @@ type AppConfig struct {
 	DrainTimeout   time.Duration
 	StopSignal     syscall.Signal
 	StopTimeout    time.Duration
+	// MaxBody is the largest request body the proxy passes on, in bytes
+	// (413 beyond it); 0 for no limit. Default: [deployer] max_body.
+	MaxBody int64
 }
 
 // AppNames returns the app names, sorted.
@@ -274,6 +280,7 @@ func defaultApp(name string, d DeployerConfig) *AppConfig {
 		Rise:           DefaultRise,
 		Fall:           DefaultFall,
 		DrainTimeout:   d.DrainTimeout,
+		MaxBody:        d.Public.MaxBody,
 		StopSignal:     DefaultStopSignal,
 		StopTimeout:    DefaultStopTimeout,
 	}

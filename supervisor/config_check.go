@@ -38,6 +38,20 @@ type rawDeployer struct {
 	MaxQueued    int      `toml:"max_queued"`
 	DrainTimeout duration `toml:"drain_timeout"`
 	PIDFile      string   `toml:"pid_file"`
+
+	// The public side (config_public.go).
+	Metrics           string   `toml:"metrics"`
+	AccessLog         string   `toml:"access_log"`
+	TLSListen         string   `toml:"tls_listen"`
+	TLSCert           string   `toml:"tls_cert"`
+	TLSKey            string   `toml:"tls_key"`
+	TrustedProxies    []string `toml:"trusted_proxies"`
+	MaxBody           size     `toml:"max_body"`
+	ReadHeaderTimeout duration `toml:"read_header_timeout"`
+	IdleTimeout       duration `toml:"idle_timeout"`
+	MaxHeaderBytes    size     `toml:"max_header_bytes"`
+	ControlUsers      []string `toml:"control_users"`
+	ControlGroups     []string `toml:"control_groups"`
 }
 
 type rawApp struct {
@@ -59,6 +73,7 @@ type rawApp struct {
 	DrainTimeout duration          `toml:"drain_timeout"`
 	StopSignal   string            `toml:"stop_signal"`
 	StopTimeout  duration          `toml:"stop_timeout"`
+	MaxBody      size              `toml:"max_body"`
 }
 
 // duration holds the text of a duration key. Decoded into time.Duration, a
@@ -84,6 +99,7 @@ const (
 	kindBool          // a TOML boolean
 	kindDuration      // a string such as "30s"
 	kindStrings       // an array of strings
+	kindSize          // a byte count: an integer, or a string such as "10MiB"
 )
 
 var deployerKeys = map[string]kind{
@@ -93,6 +109,19 @@ var deployerKeys = map[string]kind{
 	"max_queued":    kindInt,
 	"drain_timeout": kindDuration,
 	"pid_file":      kindString,
+
+	"metrics":             kindString,
+	"access_log":          kindString,
+	"tls_listen":          kindString,
+	"tls_cert":            kindString,
+	"tls_key":             kindString,
+	"trusted_proxies":     kindStrings,
+	"max_body":            kindSize,
+	"read_header_timeout": kindDuration,
+	"idle_timeout":        kindDuration,
+	"max_header_bytes":    kindSize,
+	"control_users":       kindStrings,
+	"control_groups":      kindStrings,
 }
 
 var routesKeys = map[string]kind{
@@ -121,6 +150,7 @@ var appKeys = map[string]kind{
 	"drain_timeout":   kindDuration,
 	"stop_signal":     kindString,
 	"stop_timeout":    kindDuration,
+	"max_body":        kindSize,
 }
 
 // loader collects the problems of one config file.
@@ -338,6 +368,16 @@ func typeProblem(want kind, val any) string {
 			return fmt.Sprintf(`= %v: a duration is a string with a unit, write "%vs"`, v, v)
 		default:
 			return `must be a duration string such as "30s", not ` + describe(val)
+		}
+	case kindSize:
+		switch v := val.(type) {
+		case string:
+		case int64:
+			if v < 0 {
+				return fmt.Sprintf("= %d must not be negative", v)
+			}
+		default:
+			return `must be a size such as "10MiB" or a number of bytes, not ` + describe(val)
 		}
 	case kindStrings:
 		arr, ok := val.([]any)

@@ -83,6 +83,11 @@ func TestLoadConfigFull(t *testing.T) {
 			QueueTimeout: 45 * time.Second,
 			MaxQueued:    500,
 			DrainTimeout: time.Minute,
+			Public: PublicConfig{
+				ReadHeaderTimeout: DefaultReadHeaderTimeout,
+				IdleTimeout:       DefaultIdleTimeout,
+				MaxHeaderBytes:    DefaultMaxHeaderBytes,
+			},
 		},
 		Apps: map[string]*AppConfig{
 			"web": {
@@ -155,8 +160,13 @@ func TestLoadConfigDefaults(t *testing.T) {
 		QueueTimeout: DefaultQueueTimeout,
 		MaxQueued:    DefaultMaxQueued,
 		DrainTimeout: DefaultDrainTimeout,
+		Public: PublicConfig{
+			ReadHeaderTimeout: DefaultReadHeaderTimeout,
+			IdleTimeout:       DefaultIdleTimeout,
+			MaxHeaderBytes:    DefaultMaxHeaderBytes,
+		},
 	}
-	if cfg.Deployer != wantDeployer {
+	if !reflect.DeepEqual(cfg.Deployer, wantDeployer) {
 		t.Errorf("deployer: got %+v, want %+v", cfg.Deployer, wantDeployer)
 	}
 	wantApp := &AppConfig{

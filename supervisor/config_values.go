@@ -54,6 +54,7 @@ func (l *loader) deployer(raw rawDeployer, dir string) DeployerConfig {
 			l.addf(key("max_queued"), "deployer.max_queued must be at least 1, not %d", d.MaxQueued)
 		}
 	}
+	d.Public = l.public(raw, dir)
 	if n := len(controlSocket(d.StateDir)); n > sockets.MaxPathLen {
 		l.addf(key("state_dir"), "control socket path %q is %d bytes, more than the %d a unix socket allows: use a shorter state_dir",
 			controlSocket(d.StateDir), n, sockets.MaxPathLen)
@@ -189,6 +190,7 @@ func (l *loader) app(name string, raw rawApp, d DeployerConfig) *AppConfig {
 		}
 	}
 	a.DrainTimeout = l.duration(key("drain_timeout"), raw.DrainTimeout, a.DrainTimeout)
+	a.MaxBody = l.size(key("max_body"), raw.MaxBody, a.MaxBody)
 	a.StopTimeout = l.duration(key("stop_timeout"), raw.StopTimeout, a.StopTimeout)
 	if l.defined(key("stop_signal")) {
 		sig, ok := parseSignal(raw.StopSignal)

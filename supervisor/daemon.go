@@ -105,7 +105,7 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	for _, name := range cfg.AppNames() {
 		d.apps[name] = newApp(d, cfg.Apps[name])
-		d.proxy.SetApp(name, appOptions(cfg))
+		d.proxy.SetApp(name, appOptions(cfg, cfg.Apps[name]))
 	}
 	if err := d.setTOMLRoutes(routes); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
@@ -118,9 +118,18 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 	return d, nil
 }
 
-// appOptions are the proxy's settings for every app of cfg.
-func appOptions(cfg *Config) proxy.AppOptions {
-	return proxy.AppOptions{QueueTimeout: cfg.Deployer.QueueTimeout, MaxQueued: cfg.Deployer.MaxQueued}
+// appOptions are the proxy's settings for app of cfg; for nil (the address
+// routes from Redis), [deployer]'s.
+func appOptions(cfg *Config, app *AppConfig) proxy.AppOptions {
+	o := proxy.AppOptions{
+		QueueTimeout: cfg.Deployer.QueueTimeout,
+		MaxQueued:    cfg.Deployer.MaxQueued,
+		MaxBody:      cfg.Deployer.Public.MaxBody,
+	}
+	if app != nil {
+		o.MaxBody = app.MaxBody
+	}
+	return o
 }
 
 // config returns the config in force.

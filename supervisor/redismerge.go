@@ -146,7 +146,7 @@ func (d *Daemon) newRedisRoutes(rc RoutesConfig) (*redisRoutes, error) {
 		Listen:     d.config().Deployer.Listen,
 		Proxy:      d.proxy,
 		Logger:     d.log,
-		AppOptions: func() proxy.AppOptions { return appOptions(d.config()) },
+		AppOptions: func() proxy.AppOptions { return appOptions(d.config(), nil) },
 		Drain:      func() time.Duration { return d.config().Deployer.DrainTimeout },
 		Publish:    d.setRedisRoutes,
 	})

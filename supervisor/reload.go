@@ -130,7 +130,7 @@ func (d *Daemon) apply(old, cfg *Config) {
 	// New apps get their queue before any route can send them requests, so
 	// their first requests are held while they start, not answered 503.
 	for _, name := range cfg.AppNames() {
-		d.proxy.SetApp(name, appOptions(cfg))
+		d.proxy.SetApp(name, appOptions(cfg, cfg.Apps[name]))
 	}
 	for _, a := range added {
 		if err := d.holds.Add(a.name); err != nil {
