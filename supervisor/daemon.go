@@ -95,13 +95,13 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 		opts:      opts,
 		log:       opts.Logger,
 		layout:    sockets.Layout{StateDir: cfg.Deployer.StateDir},
-		proxy:     proxy.New(proxy.Options{Logger: opts.Logger}),
 		apps:      make(map[string]*App),
 		shutdown:  make(chan struct{}),
 		handoverC: make(chan struct{}),
 		started:   time.Now(),
 		procs:     newProcSampler(),
 	}
+	d.proxy = proxy.New(d.proxyOptions(cfg))
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	for _, name := range cfg.AppNames() {
 		d.apps[name] = newApp(d, cfg.Apps[name])
@@ -179,19 +179,32 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.redis != nil {
 		d.redis.start(d.ctx)
 	}
-	var pub *publicServer
+	// Metrics and the access log are up before the first request.
+	stopObserving, err := d.startObservability()
+	if err != nil {
+		return err
+	}
+	defer stopObserving()
+	var pubs []*publicServer
 	if addr := cfg.Deployer.Listen; addr != "" {
 		l, err := d.opts.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("supervisor: listen %s: %w", addr, err)
 		}
-		pub = newPublicServer(l, d.proxy, &http.Server{
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       120 * time.Second,
+		pub := newPublicServer(l, d.publicHandler(), &http.Server{
+			ReadHeaderTimeout: cfg.Deployer.Public.ReadHeaderTimeout,
+			IdleTimeout:       cfg.Deployer.Public.IdleTimeout,
+			MaxHeaderBytes:    cfg.Deployer.Public.MaxHeaderBytes,
 			ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
 		})
 		go pub.serve()
+		pubs = append(pubs, pub)
 		d.log.Info("proxy listening", "addr", l.Addr().String())
+	}
+	if pub, err := d.startTLS(); err != nil {
+		return err
+	} else if pub != nil {
+		pubs = append(pubs, pub)
 	}
 
 	holds, err := sockets.NewHoldWatcher(d.layout, func(app string, held bool) {
@@ -232,12 +245,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case <-d.shutdown:
 	case <-d.handoverC:
-		return d.finishHandover(ctrl, pub)
+		return d.finishHandover(ctrl, pubs)
 	}
 	d.log.Info("shutting down: draining")
 	d.cancel()
 	var wg sync.WaitGroup
-	if pub != nil {
+	for _, pub := range pubs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -280,7 +293,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 // drain_timeout, cutting what is left then, and leaves the apps alone.
 // tableflip refuses the next upgrade until this process has exited, so the
 // deadline is hard.
-func (d *Daemon) finishHandover(ctrl *http.Server, pub *publicServer) error {
+func (d *Daemon) finishHandover(ctrl *http.Server, pubs []*publicServer) error {
 	d.cancel() // health checks, restarts, reloads: the new daemon's now
 	// The longest drain_timeout: no process is stopped here, so no
 	// stop_timeout on top.
@@ -304,9 +317,11 @@ func (d *Daemon) finishHandover(ctrl *http.Server, pub *publicServer) error {
 	// versions now would hold them, with nothing to serve them. Once those
 	// connections are gone and nothing is in flight (websockets included),
 	// or at the deadline, everything is retired, cutting what is left.
-	if pub != nil {
-		pub.handOver(ctx)
+	var hw sync.WaitGroup
+	for _, pub := range pubs {
+		hw.Go(func() { pub.handOver(ctx) })
 	}
+	hw.Wait()
 	for d.inFlight() > 0 {
 		select {
 		case <-ctx.Done():

@@ -92,6 +92,9 @@ func (d *Daemon) checkReload(old, cfg *Config) error {
 	if cfg.Deployer.Listen != old.Deployer.Listen {
 		return fmt.Errorf("%w: %s: listen cannot change while the daemon runs (restart it)", ErrConfig, cfg.Path)
 	}
+	if !samePublic(cfg.Deployer.Public, old.Deployer.Public) {
+		return fmt.Errorf("%w: %s: [deployer] listener, TLS, metrics, access log and control settings cannot change while the daemon runs (deployer upgrade applies them)", ErrConfig, cfg.Path)
+	}
 	if cfg.Routes != old.Routes {
 		return fmt.Errorf("%w: %s: [routes] cannot change while the daemon runs (deployer upgrade applies it)", ErrConfig, cfg.Path)
 	}
@@ -194,4 +197,11 @@ func pendingChanges(launched, now *AppConfig) []string {
 		diff = append(diff, "stop settings")
 	}
 	return diff
+}
+
+// samePublic reports whether a and b agree but for max_body, which a
+// reload applies (it is a per-app setting of the proxy).
+func samePublic(a, b PublicConfig) bool {
+	a.MaxBody, b.MaxBody = 0, 0
+	return reflect.DeepEqual(a, b)
 }
