@@ -3,6 +3,7 @@ package proxy
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,7 +17,12 @@ type AppOptions struct {
 	// One more gets 503 at once.
 	MaxQueued int
 	// MaxBody is the largest request body passed on to the app, in bytes;
-	// 0 for no limit. A bigger one gets 413 Content Too Large.
+	// 0 (or less) for no limit. A bigger one gets 413 Content Too Large and
+	// its client connection is closed: at once, before any byte reaches the
+	// app, when its Content-Length says so; when the body has no length
+	// (chunked, HTTP/2) and grows past the limit, the request to the app is
+	// broken off unfinished (its connection closed) and the client gets the
+	// 413 unless the app had already begun to answer.
 	MaxBody int64
 }
 
@@ -58,6 +64,9 @@ type AppStats struct {
 type backend struct {
 	name string
 
+	// maxBody is opts.MaxBody, read without the lock by every request.
+	maxBody atomic.Int64
+
 	mu         sync.Mutex
 	opts       AppOptions // with defaults applied
 	paused     bool
@@ -73,7 +82,9 @@ type backend struct {
 }
 
 func newBackend(name string, o AppOptions) *backend {
-	return &backend{name: name, opts: o.withDefaults(), changed: make(chan struct{})}
+	b := &backend{name: name, opts: o.withDefaults(), changed: make(chan struct{})}
+	b.maxBody.Store(b.opts.MaxBody)
+	return b
 }
 
 // openLocked reports whether requests may go through now.
@@ -93,6 +104,7 @@ func (b *backend) setOptions(o AppOptions) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.opts = o.withDefaults()
+	b.maxBody.Store(b.opts.MaxBody)
 	b.removed = false
 }
 

@@ -35,11 +35,25 @@ type replayBody struct {
 // body of at most maxReplayBody bytes is read into memory first, so the
 // request can be replayed; any other body is streamed, and replaying it is
 // possible only while no byte of it was read.
-func newReplayBody(body io.ReadCloser, contentLength int64, idempotent bool) (*replayBody, error) {
+//
+// maxBody > 0 is the app's MaxBody: a body whose Content-Length says it is
+// larger fails at once (nothing is read), and one that grows past it fails
+// the read that finds the extra byte, buffered or streamed, in every
+// attempt, with a *bodyTooLargeError (an ErrBodyTooLarge and an
+// ErrRequestBody).
+func newReplayBody(body io.ReadCloser, contentLength int64, idempotent bool, maxBody int64) (*replayBody, error) {
 	if body == nil || body == http.NoBody {
 		return nil, nil
 	}
+	if maxBody > 0 && contentLength > maxBody {
+		return nil, &bodyTooLargeError{limit: maxBody}
+	}
 	rb := &replayBody{src: body, length: contentLength}
+	if maxBody > 0 && contentLength < 0 {
+		// A known length was checked above, and net/http (like
+		// proxy/front) never reads past it.
+		rb.src = &limitedBody{r: body, left: maxBody, limit: maxBody}
+	}
 	if !idempotent || contentLength > maxReplayBody {
 		return rb, nil
 	}
@@ -47,17 +61,17 @@ func newReplayBody(body io.ReadCloser, contentLength int64, idempotent bool) (*r
 	var err error
 	if contentLength > 0 {
 		buf = make([]byte, contentLength)
-		_, err = io.ReadFull(body, buf)
+		_, err = io.ReadFull(rb.src, buf)
 	} else {
-		buf, err = io.ReadAll(io.LimitReader(body, maxReplayBody+1))
+		buf, err = io.ReadAll(io.LimitReader(rb.src, maxReplayBody+1))
 		if err == nil && len(buf) > maxReplayBody {
 			// Too long to keep: stream it. Nothing was sent yet.
-			rb.src = io.MultiReader(bytes.NewReader(buf), body)
+			rb.src = io.MultiReader(bytes.NewReader(buf), rb.src)
 			return rb, nil
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrRequestBody, err)
+		return nil, requestBodyError(err)
 	}
 	rb.buf, rb.buffered = buf, true
 	return rb, nil
@@ -121,4 +135,50 @@ func (a *attemptBody) detach() {
 	a.mu.Lock()
 	a.over = true
 	a.mu.Unlock()
+}
+
+// bodyTooLargeError is ErrBodyTooLarge with the limit, for the client's
+// message. It is an ErrRequestBody too: a failure of the client's body,
+// not of the app.
+type bodyTooLargeError struct{ limit int64 }
+
+func (e *bodyTooLargeError) Error() string {
+	return fmt.Sprintf("%s: the limit is %d bytes", ErrBodyTooLarge, e.limit)
+}
+
+func (e *bodyTooLargeError) Unwrap() []error { return []error{ErrBodyTooLarge, ErrRequestBody} }
+
+// requestBodyError marks err, from reading the client's body, as an
+// ErrRequestBody, unless it is one already.
+func requestBodyError(err error) error {
+	if errors.Is(err, ErrRequestBody) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrRequestBody, err)
+}
+
+// limitedBody reads a body of unknown length (chunked, or HTTP/2) up to
+// limit bytes. Unlike io.LimitReader it tells a body that ends at the limit
+// from one that goes on: it reads one byte past the limit to know, and
+// fails with a *bodyTooLargeError when that byte exists, returning only the
+// bytes within the limit.
+type limitedBody struct {
+	r     io.Reader
+	left  int64 // bytes still allowed
+	limit int64
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		return 0, &bodyTooLargeError{limit: l.limit}
+	}
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		return n + int(l.left), &bodyTooLargeError{limit: l.limit}
+	}
+	return n, err
 }

@@ -34,7 +34,11 @@ type call struct {
 	version    *version // the version whose registry holds the call
 	inst       *instance
 	upgraded   bool
-	err        error // set with a wake-up that carries no assignment
+	// trusted: the client is one of Options.TrustedProxies. Owned by the
+	// request's goroutine; here to fit in upgraded's padding, which keeps
+	// call in its size class.
+	trusted bool
+	err     error // set with a wake-up that carries no assignment
 
 	// wake carries one token when a releaser assigned the call (version,
 	// inst) or failed it (err) while it waited in the queue.

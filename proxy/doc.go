@@ -31,8 +31,21 @@
 // is done. One connection pool per instance of a version means no pooled
 // connection ever carries a new request to an old version.
 //
+// Hostile clients: the proxy never passes a client's bytes on as they came.
+// Every request is re-framed (its own Content-Length or chunking toward the
+// app, from the body the server parsed), so a request line or a body can
+// never be read differently by the app than by the proxy; hop-by-hop
+// headers and those named in Connection are dropped both ways; forwarding
+// headers are believed only from Options.TrustedProxies; an h2c upgrade is
+// ignored and "PRI" refused; AppOptions.MaxBody bounds request bodies. The
+// wire-level checks (conflicting Content-Length and Transfer-Encoding, bad
+// chunking, header limits) are the server's: proxy/front, or net/http's.
+// A response the app frames ambiguously (both Content-Length and
+// Transfer-Encoding, two lengths) is a 502, and its connection is closed.
+//
 // Errors become HTTP statuses in one place (statusFor): no route 404; unknown
-// or removed app, queue timeout, queue full 503 with Retry-After; the app
-// failed on a request that cannot be replayed 502; a client that left is
-// logged as 499.
+// or removed app, queue timeout, queue full 503 with Retry-After; a body
+// over MaxBody 413; a body that cannot be read or a refused request 400
+// (both with Connection: close); the app failed on a request that cannot be
+// replayed 502; a client that left is logged as 499.
 package proxy

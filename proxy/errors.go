@@ -32,9 +32,20 @@ var (
 	// ErrClientGone: the client went away before a response was written
 	// (logged as 499, nginx's "client closed request").
 	ErrClientGone = errors.New("proxy: client gone")
-	// ErrRequestBody: the client's request body could not be read while the
-	// proxy buffered it for a possible replay (400).
+	// ErrRequestBody: the client's request body could not be read (400), a
+	// chunked body cut or malformed, say. An HTTP/1 client's connection is
+	// closed after the answer: what is left of its bytes is not a request.
 	ErrRequestBody = errors.New("proxy: reading request body")
+	// ErrBodyTooLarge: the request body is larger than the app's MaxBody
+	// (413; an HTTP/1 client's connection is closed after the answer). A body
+	// that says so in its Content-Length never reaches the app; one that
+	// grows past the limit is cut off, so the app never gets a complete
+	// request.
+	ErrBodyTooLarge = errors.New("proxy: request body too large")
+	// ErrBadRequest: a request the proxy refuses to forward (400): an HTTP/2
+	// preface ("PRI * HTTP/2.0") that reached the handler, or an upgrade to
+	// a protocol name that is not printable ASCII.
+	ErrBadRequest = errors.New("proxy: bad request")
 
 	// ErrInvalidRoute: SetRoutes got a route whose host, path or app is not
 	// valid; the routing table is left unchanged.
@@ -87,7 +98,10 @@ func statusFor(err error) int {
 		errors.Is(err, ErrUnknownApp),
 		errors.Is(err, ErrAppRemoved):
 		return http.StatusServiceUnavailable
-	case errors.Is(err, ErrRequestBody):
+	case errors.Is(err, ErrBodyTooLarge):
+		// Before ErrRequestBody: a limit reached while reading is both.
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrRequestBody), errors.Is(err, ErrBadRequest):
 		return http.StatusBadRequest
 	default:
 		return http.StatusBadGateway
@@ -137,6 +151,9 @@ func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, c *call, err 
 		p.log.Debug("request failed", attrs...)
 	case status == http.StatusServiceUnavailable:
 		p.log.Info("request not served", attrs...)
+	case status == http.StatusBadRequest, status == http.StatusRequestEntityTooLarge:
+		// The client's doing: nothing for an operator to fix.
+		p.log.Info("request refused", attrs...)
 	default:
 		p.log.Warn("bad gateway", attrs...)
 	}
@@ -154,6 +171,13 @@ func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, c *call, err 
 	if status == http.StatusServiceUnavailable {
 		h.Set("Retry-After", strconv.Itoa(retryAfter))
 	}
+	if (status == http.StatusBadRequest || status == http.StatusRequestEntityTooLarge) && r.ProtoMajor == 1 {
+		// What is left of the request's bytes (the rest of a body too
+		// large or malformed) must not be read as the next request. Over
+		// HTTP/2 (where net/http would turn this header into a GOAWAY) the
+		// stream's end is enough.
+		h.Set("Connection", "close")
+	}
 	w.WriteHeader(status)
 	io.WriteString(w, clientMessage(err, status)+"\n")
 }
@@ -163,6 +187,13 @@ func (p *Proxy) writeError(w http.ResponseWriter, r *http.Request, c *call, err 
 // not shown to clients.
 func clientMessage(err error, status int) string {
 	switch status {
+	case http.StatusRequestEntityTooLarge:
+		// The limit, not the wrapping: "proxy: request body too large:
+		// the limit is 1048576 bytes".
+		if tl := (*bodyTooLargeError)(nil); errors.As(err, &tl) {
+			return tl.Error()
+		}
+		return ErrBodyTooLarge.Error()
 	case http.StatusNotFound, http.StatusServiceUnavailable, http.StatusBadRequest:
 		return err.Error()
 	default:

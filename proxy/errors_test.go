@@ -26,6 +26,9 @@ func TestStatusFor(t *testing.T) {
 		{fmt.Errorf("%w: %w", ErrClientGone, context.Canceled), StatusClientClosedRequest},
 		{fmt.Errorf("%w: %w", ErrCut, context.Canceled), 502},
 		{fmt.Errorf("%w: unexpected EOF", ErrRequestBody), 400},
+		{&bodyTooLargeError{limit: 10}, 413},
+		{fmt.Errorf("%w: %w", ErrRequestBody, &bodyTooLargeError{limit: 10}), 413},
+		{fmt.Errorf("%w: method PRI", ErrBadRequest), 400},
 		{io.EOF, 502},
 		{syscall.ECONNRESET, 502},
 		{context.Canceled, 502},
@@ -88,6 +91,36 @@ func TestWriteError(t *testing.T) {
 		}
 		if strings.Contains(rec.Body.String(), "/secret") {
 			t.Errorf("%v: body leaks a socket path", tt.err)
+		}
+	}
+}
+
+// A 413 says the limit; a 400 or 413 to an HTTP/1 client closes its
+// connection (the rest of its bytes are not a request); over HTTP/2 the
+// stream's end is enough.
+func TestWriteErrorClosesAfterBodyErrors(t *testing.T) {
+	p := New(Options{Logger: testLogger(t)})
+	for _, tt := range []struct {
+		err    error
+		proto  int
+		status int
+		body   string
+		close  bool
+	}{
+		{&bodyTooLargeError{limit: 1 << 20}, 1, 413, "proxy: request body too large: the limit is 1048576 bytes\n", true},
+		{fmt.Errorf("%w: %w", ErrRequestBody, io.ErrUnexpectedEOF), 1, 400, "proxy: reading request body: unexpected EOF\n", true},
+		{&bodyTooLargeError{limit: 5}, 2, 413, "proxy: request body too large: the limit is 5 bytes\n", false},
+		{fmt.Errorf("%w: app web: paused for 1s", ErrQueueTimeout), 1, 503, "proxy: queue timeout: app web: paused for 1s\n", false},
+	} {
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		r.ProtoMajor = tt.proto
+		rec := httptest.NewRecorder()
+		p.writeError(rec, r, nil, tt.err)
+		if rec.Code != tt.status || rec.Body.String() != tt.body {
+			t.Errorf("%v: got %d %q, want %d %q", tt.err, rec.Code, rec.Body, tt.status, tt.body)
+		}
+		if got := rec.Header().Get("Connection") == "close"; got != tt.close {
+			t.Errorf("%v over HTTP/%d: Connection: close = %v, want %v", tt.err, tt.proto, got, tt.close)
 		}
 	}
 }

@@ -57,11 +57,12 @@ func (e *attemptError) Unwrap() error { return e.err }
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 	upType := upgradeType(r.Header)
 	if upType != "" && !isPrintASCII(upType) {
-		p.writeError(w, r, c, fmt.Errorf("proxy: client tried to switch to invalid protocol %q", upType))
+		p.writeError(w, r, c, fmt.Errorf("%w: client tried to switch to invalid protocol %q", ErrBadRequest, upType))
 		return
 	}
+	c.trusted = trusts(p.trusted, r.RemoteAddr)
 	idempotent := isIdempotent(r)
-	body, err := newReplayBody(r.Body, r.ContentLength, idempotent)
+	body, err := newReplayBody(r.Body, r.ContentLength, idempotent, c.b.maxBody.Load())
 	if err != nil {
 		p.writeError(w, r, c, err)
 		return
@@ -167,7 +168,17 @@ func (c *call) send(bc *backendConn, r *http.Request, body *replayBody, upType s
 		if err = bc.bw.Flush(); err == nil {
 			done := make(chan error, 1)
 			bc.bodyDone = done
-			go func() { done <- writeBody(bc.bw, rd, n, trailer) }()
+			go func() {
+				err := writeBody(bc.bw, rd, n, trailer)
+				if errors.Is(err, ErrRequestBody) {
+					// The client's body broke off or grew past MaxBody:
+					// the app is left waiting for the rest of a request
+					// that will never be whole. Stop waiting for its
+					// answer; the connection is closed, never reused.
+					bc.abort()
+				}
+				done <- err
+			}()
 		}
 	}
 	if err != nil {
@@ -236,7 +247,10 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, c *call, bc *bac
 		// broke off midway must not reach the client as a whole one.
 		panic(http.ErrAbortHandler)
 	}
-	if res.close || broken || bodyErr != nil {
+	// Bytes already behind the response were sent unasked (a HEAD answered
+	// with a body, a response split in two): read as the answer to the
+	// next request, they would give it someone else's response.
+	if res.close || broken || bodyErr != nil || bc.br.Buffered() > 0 {
 		bc.close()
 		return
 	}

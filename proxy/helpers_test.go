@@ -120,13 +120,18 @@ type fixture struct {
 
 func newFixture(t testing.TB, o AppOptions) *fixture {
 	t.Helper()
-	var log *slog.Logger
+	return newFixtureWith(t, Options{}, o)
+}
+
+// newFixtureWith is newFixture with Options (its Logger is the test's).
+func newFixtureWith(t testing.TB, po Options, o AppOptions) *fixture {
+	t.Helper()
 	if _, ok := t.(*testing.B); ok {
-		log = slog.New(slog.DiscardHandler)
+		po.Logger = slog.New(slog.DiscardHandler)
 	} else {
-		log = testLogger(t)
+		po.Logger = testLogger(t)
 	}
-	p := New(Options{Logger: log})
+	p := New(po)
 	p.SetApp("web", o)
 	if err := p.SetRoutes([]Route{{Host: "*", App: "web"}}); err != nil {
 		t.Fatal(err)

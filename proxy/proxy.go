@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -26,9 +27,14 @@ type Options struct {
 	// its upgraded connection) is over, on the request's goroutine: for
 	// metrics and access logs. It must not keep info.
 	OnRequest func(info *RequestInfo)
-	// TrustedProxies are the client addresses whose X-Forwarded-For,
-	// X-Forwarded-Host and X-Forwarded-Proto are passed on (extended with
-	// the client's address); from anyone else they are replaced.
+	// TrustedProxies are the client addresses (r.RemoteAddr) whose
+	// forwarding headers are believed: their X-Forwarded-For is passed on
+	// with the client's address appended, their X-Forwarded-Host and
+	// X-Forwarded-Proto are kept when present, and Forwarded, X-Real-Ip and
+	// other X-Forwarded-* headers are passed on unchanged. From anyone else
+	// all of these are dropped and X-Forwarded-For, -Host and -Proto set
+	// from the connection. A client on a unix socket has no address and is
+	// never trusted. IPv4-mapped IPv6 addresses match IPv4 prefixes.
 	TrustedProxies []netip.Prefix
 }
 
@@ -69,6 +75,14 @@ func New(opts Options) *Proxy {
 // when copying a response fails midway; http.Server recovers it, and
 // middleware that recovers panics must re-panic that value.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == "PRI" {
+		// The HTTP/2 connection preface ("PRI * HTTP/2.0"), which
+		// net/http hands to handlers so they can take over the
+		// connection: never an HTTP/1.1 request for an app.
+		p.writeError(w, r, nil, fmt.Errorf("%w: method PRI (an HTTP/2 preface)", ErrBadRequest))
+		p.observe(r, nil, "", http.StatusBadRequest)
+		return
+	}
 	host := normalizeHost(r.Host)
 	rt := p.routes.Load().lookup(host, r.URL.Path)
 	if rt == nil {

@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -25,6 +23,16 @@ import (
 // SetXForwarded sends, written straight from r's header map: nothing is
 // cloned. The server already rejected invalid field names and values, so
 // they are written as they are.
+//
+// Forwarding headers (Forwarded, X-Real-Ip, X-Forwarded-*) are the
+// client's word about where the request came from. From a client the proxy
+// does not trust (c.trusted, see Options.TrustedProxies) they are all
+// dropped and X-Forwarded-For, -Host and -Proto set afresh; from a trusted
+// proxy they are passed on, X-Forwarded-For extended with the client's
+// address, X-Forwarded-Host and -Proto kept if present. A forwarding
+// header spelled with '_' for '-' is dropped from anyone: CGI-style
+// servers (Rack, WSGI, PHP) read X_Forwarded_For and X-Forwarded-For as the
+// same variable, and which one wins is theirs to decide.
 func (c *call) writeRequestHead(bw *bufio.Writer, r *http.Request, upType string, bodyLen int64, trailer http.Header) {
 	bw.WriteString(r.Method)
 	bw.WriteByte(' ')
@@ -41,7 +49,10 @@ func (c *call) writeRequestHead(bw *bufio.Writer, r *http.Request, upType string
 
 	connTokens := r.Header["Connection"]
 	for k, vs := range r.Header {
-		if hopOrForwarded(k) || len(connTokens) > 0 && headerValuesContainToken(connTokens, k) {
+		if hopByHopRequest(k) || len(connTokens) > 0 && headerValuesContainToken(connTokens, k) {
+			continue
+		}
+		if forwardingHeader(k) && (!c.trusted || setByProxy(k) || strings.IndexByte(k, '_') >= 0) {
 			continue
 		}
 		for _, v := range vs {
@@ -50,18 +61,38 @@ func (c *call) writeRequestHead(bw *bufio.Writer, r *http.Request, upType string
 	}
 
 	// httputil.ProxyRequest.SetXForwarded: behind a unix-socket listener
-	// RemoteAddr has no port, and then no X-Forwarded-For is set
+	// RemoteAddr has no address, and then no X-Forwarded-For is set
 	// (PITFALLS).
-	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		writeHeaderLine(bw, "X-Forwarded-For", ip)
+	addr, _, haveAddr := clientIP(r.RemoteAddr)
+	var prior []string
+	if c.trusted {
+		prior = endToEnd(r.Header, connTokens, "X-Forwarded-For")
 	}
-	writeHeaderLine(bw, "X-Forwarded-Host", r.Host)
-	if r.TLS == nil {
-		writeHeaderLine(bw, "X-Forwarded-Proto", "http")
-	} else {
-		writeHeaderLine(bw, "X-Forwarded-Proto", "https")
+	if len(prior) > 0 {
+		// "a, b" from the proxy in front, then the proxy's own client.
+		bw.WriteString("X-Forwarded-For: ")
+		for _, v := range prior {
+			if v != "" {
+				bw.WriteString(v)
+				bw.WriteString(", ")
+			}
+		}
+		bw.WriteString(addr) // c.trusted: the address parsed
+		bw.WriteString("\r\n")
+	} else if haveAddr {
+		writeHeaderLine(bw, "X-Forwarded-For", addr)
 	}
-	if vs := r.Header["X-Request-Id"]; len(vs) > 0 && vs[0] != "" {
+	if !c.trusted || !writeValues(bw, "X-Forwarded-Host", endToEnd(r.Header, connTokens, "X-Forwarded-Host")) {
+		writeHeaderLine(bw, "X-Forwarded-Host", r.Host)
+	}
+	if !c.trusted || !writeValues(bw, "X-Forwarded-Proto", endToEnd(r.Header, connTokens, "X-Forwarded-Proto")) {
+		if r.TLS == nil {
+			writeHeaderLine(bw, "X-Forwarded-Proto", "http")
+		} else {
+			writeHeaderLine(bw, "X-Forwarded-Proto", "https")
+		}
+	}
+	if vs := endToEnd(r.Header, connTokens, "X-Request-Id"); len(vs) > 0 && vs[0] != "" {
 		c.requestID = vs[0]
 	} else {
 		// Formatted only if a log line needs it (see call.id).
@@ -73,7 +104,8 @@ func (c *call) writeRequestHead(bw *bufio.Writer, r *http.Request, upType string
 		bw.WriteString("\r\n")
 	}
 	// Go issue 21096: tell apps that care about trailers that the client
-	// accepts them, when it said so.
+	// accepts them, when it said so. Only "trailers": the transfer codings
+	// a client accepts are for the proxy, which sends the app none.
 	if headerValuesContainToken(r.Header["Te"], "trailers") {
 		writeHeaderLine(bw, "Te", "trailers")
 	}
@@ -107,6 +139,29 @@ func (c *call) writeRequestHead(bw *bufio.Writer, r *http.Request, upType string
 	bw.WriteString("\r\n")
 }
 
+// endToEnd returns the values of header k unless the client's Connection
+// header names it (then it is hop-by-hop: RFC 9110 7.6.1).
+func endToEnd(h http.Header, connTokens []string, k string) []string {
+	vs := h[k]
+	if len(vs) > 0 && len(connTokens) > 0 && headerValuesContainToken(connTokens, k) {
+		return nil
+	}
+	return vs
+}
+
+// writeValues writes the non-empty values of header k, and reports whether
+// there was one.
+func writeValues(bw *bufio.Writer, k string, vs []string) bool {
+	wrote := false
+	for _, v := range vs {
+		if v != "" {
+			writeHeaderLine(bw, k, v)
+			wrote = true
+		}
+	}
+	return wrote
+}
+
 func writeHeaderLine(bw *bufio.Writer, k, v string) {
 	bw.WriteString(k)
 	bw.WriteString(": ")
@@ -133,21 +188,25 @@ func writeRequestURI(bw *bufio.Writer, u *url.URL) {
 	}
 }
 
-// hopOrForwarded reports whether a request header is never passed on as
+// hopByHopRequest reports whether a request header is never passed on as
 // the client sent it: hop-by-hop headers (RFC 9110 7.6.1, and those
-// httputil.ReverseProxy removes), the framing the proxy writes itself, and
-// the forwarding headers the proxy sets (a client cannot forge them).
-func hopOrForwarded(k string) bool {
+// httputil.ReverseProxy removes), HTTP2-Settings (RFC 9113 3.1: for the h2c
+// upgrade the proxy never does) and the framing the proxy writes itself.
+//
+// Proxy-Authorization is hop-by-hop (RFC 9110 11.7.2: it is for the proxy
+// that asked for it): credentials a client meant for a proxy in front are
+// not the app's to see.
+func hopByHopRequest(k string) bool {
 	switch k {
 	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length", "Host",
-		"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Http2-Settings", "Content-Length", "Host":
 		return true
 	}
 	return false
 }
 
-// hopByHop reports whether a response header is hop-by-hop.
+// hopByHop reports whether a response header is hop-by-hop. The response's
+// framing (Content-Length) is decided by readResponseHead.
 func hopByHop(k string) bool {
 	switch k {
 	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
@@ -173,13 +232,38 @@ func headerValuesContainToken(values []string, token string) bool {
 	return false
 }
 
-// upgradeType returns the protocol a request or response asks to switch to:
-// its Upgrade header when its Connection header names "upgrade".
+// upgradeType returns the protocol a request asks to switch to: its Upgrade
+// header when its Connection header names "upgrade", without h2c.
+//
+// h2c is never passed on (RFC 9113 3.1 retired the upgrade; RFC 7540 3.2
+// let a server ignore it): an app switching a connection to HTTP/2 behind
+// the proxy's back would take it out of the proxy's hands, and the request
+// smuggled in its HTTP2-Settings would be the app's to parse. The request
+// is served as plain HTTP/1.1, and the client goes on with that. When the
+// client offered other protocols too ("h2c, websocket"), only h2c is
+// dropped: the upgrade to the others goes to the app.
 func upgradeType(h http.Header) string {
 	if !headerValuesContainToken(h["Connection"], "Upgrade") {
 		return ""
 	}
-	return h.Get("Upgrade")
+	vs := h["Upgrade"]
+	if len(vs) == 1 && !headerValuesContainToken(vs, "h2c") {
+		return vs[0]
+	}
+	var b strings.Builder
+	for _, v := range vs {
+		for elem := range strings.SplitSeq(v, ",") {
+			elem = strings.Trim(elem, " \t")
+			if elem == "" || strings.EqualFold(elem, "h2c") {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(elem)
+		}
+	}
+	return b.String()
 }
 
 // isPrintASCII reports whether s is printable ASCII.
@@ -252,13 +336,13 @@ func writeBody(bw *bufio.Writer, body io.Reader, n int64, trailer http.Header) e
 	if n >= 0 {
 		written, err := io.Copy(bw, io.LimitReader(cb, n))
 		if cb.err != nil {
-			return fmt.Errorf("%w: %w", ErrRequestBody, cb.err)
+			return requestBodyError(cb.err)
 		}
 		if err != nil {
 			return err
 		}
 		if written < n {
-			return fmt.Errorf("%w: %w", ErrRequestBody, io.ErrUnexpectedEOF)
+			return requestBodyError(io.ErrUnexpectedEOF)
 		}
 		return bw.Flush()
 	}
@@ -279,7 +363,7 @@ func writeBody(bw *bufio.Writer, body io.Reader, n int64, trailer http.Header) e
 			break
 		}
 		if rerr != nil {
-			return fmt.Errorf("%w: %w", ErrRequestBody, rerr)
+			return requestBodyError(rerr)
 		}
 	}
 	bw.WriteString("0\r\n")

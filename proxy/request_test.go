@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -15,6 +16,7 @@ func head(t testing.TB, rt *route, r *http.Request, upType string, bodyLen int64
 	var buf bytes.Buffer
 	bw := bufio.NewWriter(&buf)
 	c := &call{route: rt, idNum: 0x0123456789abcdef}
+	c.trusted = trusts(trustedForTests, r.RemoteAddr)
 	c.writeRequestHead(bw, r, upType, bodyLen, nil)
 	bw.Flush()
 	return buf.String(), c
@@ -31,6 +33,12 @@ func TestWriteRequestHead(t *testing.T) {
 	r.Header.Set("Te", "trailers, deflate")
 	r.Header.Set("X-Forwarded-For", "forged")
 	r.Header.Set("Forwarded", "for=forged")
+	r.Header.Set("Proxy-Authorization", "Basic Zm9yZ2Vk")
+	r.Header.Set("Proxy-Connection", "keep-alive")
+	r.Header.Set("Upgrade", "h2c")
+	r.Header.Set("Http2-Settings", "AAMAAABkAAQAAP__")
+	r.Header.Set("Trailer", "X-T")
+	r.Header.Set("Transfer-Encoding", "chunked")
 	got, c := head(t, all, r, "", 0)
 
 	line, _, _ := strings.Cut(got, "\r\n")
@@ -48,7 +56,8 @@ func TestWriteRequestHead(t *testing.T) {
 			t.Errorf("head lacks %q:\n%s", want, got)
 		}
 	}
-	for _, unwanted := range []string{"X-Hop", "Keep-Alive", "Connection", "forged", "Content-Length", "deflate"} {
+	for _, unwanted := range []string{"X-Hop", "Keep-Alive", "Connection", "forged", "Content-Length", "deflate",
+		"Zm9yZ2Vk", "Proxy-", "Upgrade", "h2c", "Http2-Settings", "Trailer", "Transfer-Encoding"} {
 		if strings.Contains(got, unwanted) {
 			t.Errorf("head has %q:\n%s", unwanted, got)
 		}
@@ -58,6 +67,166 @@ func TestWriteRequestHead(t *testing.T) {
 	}
 	if id := c.id(); id != "efcdab8967452301" {
 		t.Errorf("id for logs %q, want the one sent", id)
+	}
+}
+
+// trustedForTests are the trusted proxies of head: 10.0.0.0/8 and
+// 2001:db8::/32.
+var trustedForTests = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")}
+
+// headerLines returns the values of k in a request head, in order.
+func headerLines(head, k string) []string {
+	var vs []string
+	for line := range strings.SplitSeq(head, "\r\n") {
+		if name, v, ok := strings.Cut(line, ": "); ok && name == k {
+			vs = append(vs, v)
+		}
+	}
+	return vs
+}
+
+// Forwarding headers are believed from trusted proxies only: X-Forwarded-For
+// extended, -Host and -Proto kept, the rest passed on; from anyone else all
+// dropped and set afresh.
+func TestWriteRequestHeadTrustedProxies(t *testing.T) {
+	type want struct{ xff, xfh, xfp, fwd, port, realIP string }
+	fresh := want{xff: "", xfh: "shop.example.com", xfp: "http"}
+	for _, tt := range []struct {
+		name   string
+		remote string
+		header http.Header
+		want   want
+	}{
+		{
+			name: "untrusted: all replaced", remote: "192.0.2.7:4711",
+			header: http.Header{
+				"X-Forwarded-For": {"6.6.6.6"}, "X-Forwarded-Host": {"evil.example"}, "X-Forwarded-Proto": {"https"},
+				"Forwarded": {"for=6.6.6.6"}, "X-Forwarded-Port": {"443"}, "X-Real-Ip": {"6.6.6.6"},
+			},
+			want: want{xff: "192.0.2.7", xfh: fresh.xfh, xfp: fresh.xfp},
+		},
+		{
+			name: "untrusted, nothing sent", remote: "192.0.2.7:4711",
+			want: want{xff: "192.0.2.7", xfh: fresh.xfh, xfp: fresh.xfp},
+		},
+		{
+			name: "trusted: extended and kept", remote: "10.1.2.3:4711",
+			header: http.Header{
+				"X-Forwarded-For": {"203.0.113.9, 10.9.9.9"}, "X-Forwarded-Host": {"www.example.org"}, "X-Forwarded-Proto": {"https"},
+				"Forwarded": {"for=203.0.113.9;proto=https"}, "X-Forwarded-Port": {"443"}, "X-Real-Ip": {"203.0.113.9"},
+			},
+			want: want{xff: "203.0.113.9, 10.9.9.9, 10.1.2.3", xfh: "www.example.org", xfp: "https",
+				fwd: "for=203.0.113.9;proto=https", port: "443", realIP: "203.0.113.9"},
+		},
+		{
+			name: "trusted: several X-Forwarded-For lines", remote: "10.1.2.3:4711",
+			header: http.Header{"X-Forwarded-For": {"203.0.113.9", "10.9.9.9"}},
+			want:   want{xff: "203.0.113.9, 10.9.9.9, 10.1.2.3", xfh: fresh.xfh, xfp: fresh.xfp},
+		},
+		{
+			name: "trusted, empty X-Forwarded-For", remote: "10.1.2.3:4711",
+			header: http.Header{"X-Forwarded-For": {""}, "X-Forwarded-Host": {""}},
+			want:   want{xff: "10.1.2.3", xfh: fresh.xfh, xfp: fresh.xfp},
+		},
+		{
+			name: "trusted, nothing sent: set", remote: "10.1.2.3:4711",
+			want: want{xff: "10.1.2.3", xfh: fresh.xfh, xfp: fresh.xfp},
+		},
+		{
+			name: "trusted IPv6 with a zone", remote: "[2001:db8::1%eth0]:4711",
+			header: http.Header{"X-Forwarded-For": {"203.0.113.9"}},
+			want:   want{xff: "203.0.113.9, 2001:db8::1", xfh: fresh.xfh, xfp: fresh.xfp},
+		},
+		{
+			name: "trusted IPv4-mapped IPv6", remote: "[::ffff:10.1.2.3]:4711",
+			header: http.Header{"X-Forwarded-For": {"203.0.113.9"}},
+			want:   want{xff: "203.0.113.9, 10.1.2.3", xfh: fresh.xfh, xfp: fresh.xfp},
+		},
+		{
+			name: "untrusted IPv6", remote: "[2001:db9::1]:4711",
+			header: http.Header{"X-Forwarded-For": {"203.0.113.9"}},
+			want:   want{xff: "2001:db9::1", xfh: fresh.xfh, xfp: fresh.xfp},
+		},
+		{
+			name: "unix socket client: no address, never trusted", remote: "@",
+			header: http.Header{"X-Forwarded-For": {"203.0.113.9"}, "Forwarded": {"for=x"}},
+			want:   fresh,
+		},
+		{
+			name: "unix socket path", remote: "/run/deployer/public.sock",
+			header: http.Header{"X-Forwarded-For": {"203.0.113.9"}},
+			want:   fresh,
+		},
+		{
+			name: "a bare address", remote: "10.1.2.3",
+			header: http.Header{"X-Forwarded-For": {"203.0.113.9"}},
+			want:   want{xff: "203.0.113.9, 10.1.2.3", xfh: fresh.xfh, xfp: fresh.xfp},
+		},
+		{
+			name: "trusted, but the forwarding headers named in Connection", remote: "10.1.2.3:4711",
+			header: http.Header{"Connection": {"X-Forwarded-For, X-Forwarded-Host"}, "X-Forwarded-For": {"203.0.113.9"}, "X-Forwarded-Host": {"www.example.org"}},
+			want:   want{xff: "10.1.2.3", xfh: fresh.xfh, xfp: fresh.xfp},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "http://shop.example.com/", nil)
+			r.RemoteAddr = tt.remote
+			for k, vs := range tt.header {
+				r.Header[k] = vs
+			}
+			got, _ := head(t, &route{prefix: "/"}, r, "", 0)
+			for _, c := range []struct{ k, want string }{
+				{"X-Forwarded-For", tt.want.xff}, {"X-Forwarded-Host", tt.want.xfh}, {"X-Forwarded-Proto", tt.want.xfp},
+				{"Forwarded", tt.want.fwd}, {"X-Forwarded-Port", tt.want.port}, {"X-Real-Ip", tt.want.realIP},
+			} {
+				vs := headerLines(got, c.k)
+				if c.want == "" && len(vs) > 0 || c.want != "" && (len(vs) != 1 || vs[0] != c.want) {
+					t.Errorf("%s: got %q, want %q", c.k, vs, c.want)
+				}
+			}
+		})
+	}
+}
+
+// A forwarding header spelled with '_' is dropped from anyone: CGI-style
+// servers would read it as the real one.
+func TestWriteRequestHeadDropsUnderscoreForwarding(t *testing.T) {
+	for _, remote := range []string{"192.0.2.7:1", "10.1.2.3:1"} {
+		r := httptest.NewRequest(http.MethodGet, "http://shop.example.com/", nil)
+		r.RemoteAddr = remote
+		r.Header["X_forwarded_for"] = []string{"6.6.6.6"}
+		r.Header["X_real_ip"] = []string{"6.6.6.6"}
+		r.Header["X-Forwarded_proto"] = []string{"https"}
+		r.Header["X_custom"] = []string{"kept"}
+		got, _ := head(t, &route{prefix: "/"}, r, "", 0)
+		if strings.Contains(got, "6.6.6.6") || strings.Contains(got, "https") || !strings.Contains(got, "X_custom: kept") {
+			t.Errorf("from %s:\n%s", remote, got)
+		}
+	}
+}
+
+// h2c is never an upgrade the proxy forwards; other protocols offered with
+// it are.
+func TestUpgradeType(t *testing.T) {
+	for _, tt := range []struct {
+		connection string
+		upgrade    []string
+		want       string
+	}{
+		{"Upgrade", []string{"websocket"}, "websocket"},
+		{"keep-alive, upgrade", []string{"websocket"}, "websocket"},
+		{"close", []string{"websocket"}, ""},
+		{"Upgrade, HTTP2-Settings", []string{"h2c"}, ""},
+		{"Upgrade", []string{"H2C"}, ""},
+		{"Upgrade", []string{"h2c, websocket"}, "websocket"},
+		{"Upgrade", []string{"websocket , h2c"}, "websocket"},
+		{"Upgrade", []string{"h2c", "websocket"}, "websocket"},
+		{"Upgrade", []string{"foo", "bar"}, "foo, bar"},
+	} {
+		h := http.Header{"Connection": {tt.connection}, "Upgrade": tt.upgrade}
+		if got := upgradeType(h); got != tt.want {
+			t.Errorf("Connection %q, Upgrade %q: %q, want %q", tt.connection, tt.upgrade, got, tt.want)
+		}
 	}
 }
 
@@ -156,6 +325,25 @@ func BenchmarkWriteRequestHead(b *testing.B) {
 	c := &call{route: &route{prefix: "/"}, idNum: 42}
 	b.ReportAllocs()
 	for b.Loop() {
+		c.writeRequestHead(bw, r, "", 0, nil)
+		bw.Reset(&bytes.Buffer{})
+	}
+}
+
+// BenchmarkWriteRequestHeadTrusted is a request from a trusted proxy: its
+// X-Forwarded-For extended, its -Proto kept. No allocation more than for
+// any other client (the one here is the benchmark's own buffer).
+func BenchmarkWriteRequestHeadTrusted(b *testing.B) {
+	r := httptest.NewRequest(http.MethodGet, "http://app.example.com/api/v1/items?page=2", nil)
+	r.RemoteAddr = "10.1.2.3:4711"
+	r.Header.Set("User-Agent", "bench/1.0")
+	r.Header.Set("X-Forwarded-For", "203.0.113.9")
+	r.Header.Set("X-Forwarded-Proto", "https")
+	bw := bufio.NewWriterSize(&bytes.Buffer{}, 4096)
+	c := &call{route: &route{prefix: "/"}, idNum: 42}
+	b.ReportAllocs()
+	for b.Loop() {
+		c.trusted = trusts(trustedForTests, r.RemoteAddr)
 		c.writeRequestHead(bw, r, "", 0, nil)
 		bw.Reset(&bytes.Buffer{})
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/textproto"
-	"strconv"
 	"strings"
 )
 
@@ -89,13 +88,15 @@ func readResponseHead(br *bufio.Reader, h http.Header, method string) (res respo
 		case "Connection":
 			connTokens = append(connTokens, f.v)
 		case "Content-Length":
-			n, perr := strconv.ParseInt(f.v, 10, 64)
-			if perr != nil || n < 0 || haveLength && n != res.length {
+			n, ok := parseContentLength(f.v)
+			if !ok || haveLength && n != res.length {
 				return res, true, fmt.Errorf("%w: Content-Length %q", errMalformedResponse, truncate(f.v))
 			}
 			res.length, haveLength = n, true
 		case "Transfer-Encoding":
-			if !strings.EqualFold(f.v, "chunked") {
+			// Only one "chunked", as nginx and net/http accept: a second
+			// would be chunked applied twice.
+			if !strings.EqualFold(f.v, "chunked") || res.chunked {
 				return res, true, fmt.Errorf("%w: unsupported Transfer-Encoding %q", errMalformedResponse, truncate(f.v))
 			}
 			res.chunked = true
@@ -113,6 +114,12 @@ func readResponseHead(br *bufio.Reader, h http.Header, method string) (res respo
 		res.close = false // HTTP/1.0 with keep-alive
 	}
 	if res.chunked {
+		if haveLength {
+			// RFC 9112 6.3: both "ought to be handled as an error": the
+			// mark of a response split or smuggled. The connection is
+			// closed with the attempt, so nothing after it is read.
+			return res, true, fmt.Errorf("%w: both Content-Length and Transfer-Encoding", errMalformedResponse)
+		}
 		res.length = -1
 	}
 	switch {
@@ -140,8 +147,7 @@ func readResponseHead(br *bufio.Reader, h http.Header, method string) (res respo
 	values := make([]string, len(fields))
 	for i, f := range fields {
 		if !raw {
-			if hopByHop(f.k) || len(connTokens) > 0 && headerValuesContainToken(connTokens, f.k) ||
-				res.chunked && f.k == "Content-Length" {
+			if hopByHop(f.k) || len(connTokens) > 0 && headerValuesContainToken(connTokens, f.k) {
 				continue
 			}
 		}
@@ -218,6 +224,23 @@ func headEnd(buf []byte) int {
 		end = i + 2
 	}
 	return end
+}
+
+// parseContentLength parses a Content-Length value: digits only (no sign,
+// no list), as RFC 9110 8.6 has it; strconv.ParseInt would take "+5".
+func parseContentLength(v string) (int64, bool) {
+	if v == "" || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 // parseStatusLine parses "HTTP/1.1 200 OK". close is true for HTTP/1.0

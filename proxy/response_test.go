@@ -30,8 +30,8 @@ func TestReadResponseHead(t *testing.T) {
 			rest:   "hello",
 		},
 		{
-			name:   "chunked drops Content-Length and Transfer-Encoding",
-			raw:    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+			name:   "chunked drops Transfer-Encoding",
+			raw:    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
 			status: 200, length: -1, chunked: true,
 			header: http.Header{},
 			rest:   "5\r\nhello\r\n0\r\n\r\n",
@@ -148,6 +148,12 @@ func TestReadResponseHeadErrors(t *testing.T) {
 		{"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", true},
 		{"negative length", "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", true},
 		{"unknown transfer coding", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", true},
+		{"length and chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n", true},
+		{"chunked and length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", true},
+		{"chunked twice", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", true},
+		{"signed length", "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n", true},
+		{"length list", "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", true},
+		{"length too large", "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, got, err := readResponseHead(bufio.NewReader(strings.NewReader(tt.raw)), http.Header{}, http.MethodGet)
