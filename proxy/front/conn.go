@@ -1,0 +1,563 @@
+package front
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// lingerTimeout is how long a connection the server closes after a
+// response keeps reading what the client still sends: closing a socket
+// with unread bytes makes the kernel send RST, which can destroy the
+// response before the client reads it (net/http waits the same 500 ms).
+const lingerTimeout = 500 * time.Millisecond
+
+// conn is one client connection. Everything a request needs (the Request,
+// its URL and Header map, the body reader, the ResponseWriter, the
+// buffers) belongs to the connection and is reset for each request, so a
+// keep-alive request allocates almost nothing: handlers must not keep the
+// request, its header map or the writer once they return (net/http allows
+// that; the proxy never does).
+type conn struct {
+	srv        *Server
+	rwc        net.Conn
+	remoteAddr string
+	state      atomic.Uint64 // http.ConnState | unix seconds of StateNew<<8
+
+	br *bufio.Reader
+	bw *bufio.Writer // from writerPool during a response; nil between
+
+	// The handler phase and the background read (see context.go).
+	// Guarded by mu while a handler runs; the connection's goroutine owns
+	// them between requests.
+	mu        sync.Mutex
+	inHandler bool
+	bodyDone  bool
+	bgWanted  bool
+	bgRunning bool
+	bgAbort   bool
+	bgDone    chan struct{}
+	hasByte   bool
+	byteBuf   [1]byte
+	rdArmed   bool // a read deadline may be set on rwc
+
+	broken atomic.Bool // a body or protocol failure: close after this response
+
+	ctx      *reqCtx
+	tmpl     http.Request // empty but for ctx: resets req between requests
+	req      http.Request
+	url      url.URL
+	hdr      http.Header
+	vals     []string
+	head     reqHead
+	fields   []field
+	prevHead string // the last head's text, reused when the next is identical
+	bigHead  []byte // a head larger than br's buffer
+	body     body
+	rw       response
+}
+
+func newConn(s *Server, rwc net.Conn) *conn {
+	c := &conn{srv: s, rwc: rwc, hdr: make(http.Header, 8)}
+	if ra := rwc.RemoteAddr(); ra != nil {
+		c.remoteAddr = ra.String()
+	}
+	c.body.c = c
+	c.rw.c = c
+	c.rw.header = make(http.Header, 8)
+	c.newContext()
+	return c
+}
+
+// newContext gives the connection a fresh request context.
+func (c *conn) newContext() {
+	x := &reqCtx{c: c}
+	c.mu.Lock()
+	c.ctx = x
+	c.mu.Unlock()
+	c.tmpl = *new(http.Request).WithContext(x)
+}
+
+func (c *conn) setState(st http.ConnState) {
+	// Only a new connection's age matters (see closeIdleConns): the
+	// other transitions, twice per request, skip the clock.
+	var since uint64
+	if st == http.StateNew {
+		since = uint64(time.Now().Unix())
+	}
+	c.state.Store(uint64(st) | since<<8)
+	if hook := c.srv.ConnState; hook != nil {
+		hook(c.rwc, st)
+	}
+}
+
+func (c *conn) getState() (http.ConnState, time.Time) {
+	v := c.state.Load()
+	return http.ConnState(v & 0xff), time.Unix(int64(v>>8), 0)
+}
+
+func (c *conn) serve() {
+	hijacked := false
+	defer func() {
+		// Handler panics are recovered in runHandler; this is for the
+		// server's own, which must not take the process down either.
+		if v := recover(); v != nil {
+			buf := make([]byte, 64<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			c.srv.logger().Error("front: panic serving connection", "remote", c.remoteAddr,
+				"panic", fmt.Sprint(v), "stack", string(buf))
+		}
+		if hijacked {
+			return
+		}
+		c.rwc.Close()
+		c.setState(http.StateClosed)
+		c.srv.trackConn(c, false)
+		c.releaseWriter()
+	}()
+	c.br = bufio.NewReaderSize(c, 4<<10)
+	c.rwc.SetReadDeadline(time.Now().Add(c.srv.readHeaderTimeout()))
+	c.rdArmed = true
+
+	for first := true; ; first = false {
+		got, err := c.readRequest(first)
+		if got {
+			c.setState(http.StateActive)
+		}
+		if err != nil {
+			var pe *protoError
+			if errors.As(err, &pe) {
+				c.srv.logger().Debug("front: bad request", "remote", c.remoteAddr, "status", pe.status, "error", err)
+				c.writeProtoError(pe)
+				c.linger()
+			}
+			return
+		}
+
+		keep, hij := c.serveRequest()
+		if hij {
+			hijacked = true
+			return
+		}
+		if !keep {
+			c.linger()
+			return
+		}
+		c.setState(http.StateIdle)
+		if c.srv.inShutdown.Load() {
+			return
+		}
+	}
+}
+
+// readRequest reads and parses the next request head into c.req. got
+// reports whether any byte of it arrived. A head that is not complete when
+// its first bytes arrive gets ReadHeaderTimeout from then (the first
+// request's runs from the accept).
+func (c *conn) readRequest(first bool) (got bool, err error) {
+	if !first && c.br.Buffered() == 0 && !c.hasByte {
+		c.rwc.SetReadDeadline(time.Now().Add(c.srv.idleTimeout()))
+		c.rdArmed = true
+		if _, err := c.br.Peek(1); err != nil {
+			return false, err
+		}
+	}
+	if first {
+		if _, err := c.br.Peek(1); err != nil {
+			return false, err
+		}
+	}
+	s, err := c.readHead(first)
+	if err != nil {
+		return true, err
+	}
+	if err := parseHead(s, &c.head, c.fields); err != nil {
+		return true, err
+	}
+	c.fields = c.head.fields
+	return true, c.buildRequest()
+}
+
+// readHead returns the next request head, without its final empty line,
+// as a string whose slices the request is made of. Empty lines before a
+// request line are skipped (RFC 9112 2.2). A head identical to the
+// connection's previous one (the usual keep-alive client) reuses its
+// string: no allocation.
+func (c *conn) readHead(first bool) (string, error) {
+	br := c.br
+	limit := c.srv.maxHeaderBytes()
+	deadlineSet := first
+	var sc headScanner
+	c.bigHead = c.bigHead[:0]
+	for {
+		if _, err := br.Peek(1); err != nil {
+			return "", err
+		}
+		buf, _ := br.Peek(br.Buffered())
+		end, err := sc.scan(buf)
+		switch {
+		case err != nil:
+			return "", err
+		case end == 0:
+			// A leading empty line.
+			br.Discard(2)
+			if sc.skipped += 2; sc.skipped > limit {
+				return "", errTooLarge
+			}
+			sc = headScanner{skipped: sc.skipped}
+			continue
+		case end > 0:
+			if len(c.bigHead)+end > limit {
+				return "", errTooLarge
+			}
+			var s string
+			if len(c.bigHead) > 0 {
+				c.bigHead = append(c.bigHead, buf[:end]...)
+				s = string(c.bigHead[:len(c.bigHead)-2])
+			} else if h := buf[:end-2]; string(h) == c.prevHead {
+				s = c.prevHead
+			} else {
+				s = string(h)
+				c.prevHead = s
+			}
+			br.Discard(end)
+			return s, nil
+		}
+		if len(c.bigHead)+len(buf) > limit {
+			return "", errTooLarge
+		}
+		if !deadlineSet {
+			// The head did not come in one piece: from its first byte,
+			// it has ReadHeaderTimeout to complete.
+			c.rwc.SetReadDeadline(time.Now().Add(c.srv.readHeaderTimeout()))
+			c.rdArmed = true
+			deadlineSet = true
+		}
+		if len(buf) == br.Size() {
+			// Longer than the buffer: collect it, and scan what follows
+			// as a new piece.
+			c.bigHead = append(c.bigHead, buf...)
+			br.Discard(len(buf))
+			sc.off = 0
+			continue
+		}
+		if _, err := br.Peek(len(buf) + 1); err != nil {
+			return "", err
+		}
+	}
+}
+
+// headScanner finds the end of a request head in successive pieces of it,
+// refusing a bare LF as soon as it arrives (a lenient client's head would
+// otherwise wait for a CRLFCRLF that never comes).
+type headScanner struct {
+	lines   int  // complete lines seen
+	lineLen int  // bytes of the current line so far
+	lastCR  bool // the last byte scanned was CR
+	off     int  // bytes of the current piece scanned
+	skipped int  // leading empty lines' bytes
+}
+
+// scan looks at buf, which either extends the piece scanned before (same
+// start, more bytes) or, after the caller set off to 0, follows it. It
+// returns the head's length in buf with its final CRLF, 0 for a leading
+// empty line, or -1 if the end is not in buf yet.
+func (sc *headScanner) scan(buf []byte) (int, error) {
+	for {
+		i := bytes.IndexByte(buf[sc.off:], '\n')
+		if i < 0 {
+			if sc.off < len(buf) {
+				sc.lineLen += len(buf) - sc.off
+				sc.lastCR = buf[len(buf)-1] == '\r'
+				sc.off = len(buf)
+			}
+			return -1, nil
+		}
+		p := sc.off + i
+		cr := sc.lastCR
+		if p > 0 {
+			cr = buf[p-1] == '\r'
+		}
+		if !cr {
+			return -1, errBareLF
+		}
+		lineLen := sc.lineLen + i + 1 // with its CRLF
+		sc.off, sc.lineLen, sc.lastCR = p+1, 0, false
+		if lineLen == 2 {
+			if sc.lines == 0 {
+				return 0, nil
+			}
+			return p + 1, nil
+		}
+		sc.lines++
+	}
+}
+
+// buildRequest makes c.req from c.head, reusing the connection's request,
+// URL, Header map and value slices.
+func (c *conn) buildRequest() error {
+	h := &c.head
+	r := &c.req
+	*r = c.tmpl
+	r.Method = h.method
+	r.RequestURI = h.target
+	r.Proto, r.ProtoMajor, r.ProtoMinor = h.proto, 1, h.minor
+	r.RemoteAddr = c.remoteAddr
+	r.Close = h.close
+	if err := c.parseURL(h.method, h.target); err != nil {
+		return err
+	}
+	r.URL = &c.url
+	r.Host = c.url.Host
+	if r.Host == "" {
+		r.Host = h.host
+	}
+
+	hdr := c.hdr
+	clear(hdr)
+	if cap(c.vals) < len(h.fields) {
+		c.vals = make([]string, len(h.fields)+8)
+	}
+	vals := c.vals[:len(h.fields)]
+	for i, f := range h.fields {
+		switch f.k {
+		case "Host", "Transfer-Encoding":
+			continue // in r.Host and r.TransferEncoding, as net/http
+		}
+		vals[i] = f.v
+		if vs, ok := hdr[f.k]; ok {
+			if f.k == "Content-Length" {
+				continue // repeated, and equal: once is enough
+			}
+			hdr[f.k] = append(vs, f.v)
+		} else {
+			hdr[f.k] = vals[i : i+1 : i+1]
+		}
+	}
+	r.Header = hdr
+
+	switch {
+	case h.chunked:
+		r.ContentLength = -1
+		r.TransferEncoding = chunkedTE
+		r.Body = &c.body
+		c.body.reset(true, 0)
+	case h.contentLength > 0:
+		r.ContentLength = h.contentLength
+		r.Body = &c.body
+		c.body.reset(false, h.contentLength)
+	default:
+		r.Body = http.NoBody
+		c.body.reset(false, 0)
+	}
+	if h.trailer {
+		// As net/http: the announced names move from Header to Trailer,
+		// with values once the body is read.
+		t := make(http.Header)
+		for _, v := range hdr["Trailer"] {
+			for name := range strings.SplitSeq(v, ",") {
+				if name = strings.Trim(name, " \t"); name != "" {
+					t[http.CanonicalHeaderKey(name)] = nil
+				}
+			}
+		}
+		delete(hdr, "Trailer")
+		if len(t) > 0 {
+			r.Trailer = t
+		}
+	}
+	if r.Body != http.NoBody && c.rdArmed {
+		// The body is read without a deadline, as net/http's server
+		// (with no ReadTimeout) does.
+		c.rwc.SetReadDeadline(time.Time{})
+		c.rdArmed = false
+	}
+	return nil
+}
+
+var chunkedTE = []string{"chunked"}
+
+// parseURL sets c.url from a request target as http.ReadRequest would. An
+// origin-form path of characters that need no escaping (nearly all) is
+// taken as it is; anything else goes through url.ParseRequestURI.
+func (c *conn) parseURL(method, target string) error {
+	if target[0] == '/' {
+		i := 1
+		for i < len(target) && pathSafe[target[i]] {
+			i++
+		}
+		if i == len(target) {
+			c.url = url.URL{Path: target}
+			return nil
+		}
+		if target[i] == '?' {
+			q := target[i+1:]
+			c.url = url.URL{Path: target[:i], RawQuery: q, ForceQuery: q == ""}
+			return nil
+		}
+	}
+	raw := target
+	// As net/http: "CONNECT host:port" carries only an authority.
+	authority := method == "CONNECT" && target[0] != '/'
+	if authority {
+		raw = "http://" + target
+	}
+	u, err := url.ParseRequestURI(raw)
+	if err != nil {
+		return errTarget
+	}
+	if authority {
+		u.Scheme = ""
+	}
+	c.url = *u
+	return nil
+}
+
+// pathSafe: bytes that url.URL keeps as they are in a path (no RawPath).
+var pathSafe = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "-_.~$&+,/:;=@" {
+		t[c] = true
+	}
+	return t
+}()
+
+// serveRequest runs the handler on c.req and completes its response. keep
+// reports whether the connection may serve another request; hijacked that
+// it is the handler's now.
+func (c *conn) serveRequest() (keep, hijacked bool) {
+	r := &c.req
+	c.rw.reset(r.Method == http.MethodHead)
+	if c.head.expectContinue {
+		c.rw.expect = true
+		c.rw.canWriteContinue.Store(true)
+	}
+	c.mu.Lock()
+	c.inHandler, c.bodyDone, c.bgWanted = true, r.Body == http.NoBody, false
+	c.mu.Unlock()
+
+	panicked, abort := c.runHandler()
+
+	c.stopBackgroundRead()
+	if c.ctx.used() || c.ctx.Err() != nil {
+		c.ctx.cancel()
+		c.newContext()
+	}
+	if c.rw.hijacked {
+		return false, true
+	}
+	if panicked {
+		c.rw.noContinue()
+		c.body.finish(false)
+		if !abort && !c.rw.committed && c.rw.werr == nil {
+			c.releaseWriter()
+			c.writeProtoError(&protoError{status: http.StatusInternalServerError})
+		}
+		return false, false
+	}
+	c.rw.noContinue()
+	unsent := c.rw.continueUnsent()
+	keep = c.rw.finish()
+	c.releaseWriter()
+	// Drain what the handler left of the body, unless the client is
+	// still waiting for a 100 Continue (it may never send it).
+	keep = c.body.finish(!unsent) && keep && !c.broken.Load()
+	return keep, false
+}
+
+// runHandler calls the handler, recovering a panic: http.ErrAbortHandler
+// silently (the proxy aborts a response that broke off that way), anything
+// else logged with its stack.
+func (c *conn) runHandler() (panicked, abort bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			panicked = true
+			if v == http.ErrAbortHandler {
+				abort = true
+				return
+			}
+			buf := make([]byte, 64<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			c.srv.logger().Error("front: panic serving request", "remote", c.remoteAddr,
+				"method", c.req.Method, "path", c.url.Path, "panic", fmt.Sprint(v), "stack", string(buf))
+		}
+	}()
+	h := c.srv.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	h.ServeHTTP(&c.rw, &c.req)
+	return false, false
+}
+
+// bodyEOF is called by the body reader once the body is read to its end:
+// a background read waiting for that may start. Called with c.body.mu
+// held.
+func (c *conn) bodyEOF() {
+	c.mu.Lock()
+	c.bodyDone = true
+	c.startBackgroundReadLocked()
+	c.mu.Unlock()
+}
+
+func (c *conn) releaseWriter() {
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		writerPool.Put(c.bw)
+		c.bw = nil
+	}
+}
+
+// writeProtoError answers a request the server refused, and says it
+// closes the connection.
+func (c *conn) writeProtoError(pe *protoError) {
+	text := http.StatusText(pe.status)
+	var b []byte
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(pe.status), 10)
+	b = append(b, ' ')
+	b = append(b, text...)
+	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(text)+5), 10)
+	b = append(b, "\r\n\r\n"...)
+	b = strconv.AppendInt(b, int64(pe.status), 10)
+	b = append(b, ' ')
+	b = append(b, text...)
+	b = append(b, '\n')
+	c.rwc.SetWriteDeadline(time.Now().Add(c.srv.readHeaderTimeout()))
+	c.rwc.Write(b)
+}
+
+// linger half-closes the connection and reads what the client still sends
+// for up to lingerTimeout (or maxDrain bytes), so that closing it does not
+// reset a response the client has not read yet.
+func (c *conn) linger() {
+	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.rwc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	var buf [4096]byte
+	for n := 0; n < maxDrain; {
+		k, err := c.rwc.Read(buf[:])
+		n += k
+		if err != nil {
+			return
+		}
+	}
+}
