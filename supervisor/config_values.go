@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -343,18 +344,25 @@ func uniqueSocket(stateDir, app, version string, instance int) string {
 	return filepath.Join(stateDir, app, name)
 }
 
-// routes reports two apps that claim the same host pattern and path prefix:
-// the proxy could not tell which one a request is for. Hosts compare
-// case-insensitively, paths without a trailing slash. order is the apps in
-// file order, so the conflict is reported at the later one.
+// routes reports two routes with the same host pattern and path prefix,
+// which the proxy refuses (proxy.ErrDuplicateRoute): between two apps it
+// could not tell which one a request is for, and one app listing a host
+// twice is a slip. Hosts compare case-insensitively and paths cleaned, as
+// the proxy compares them ("/api/" and "/api//" are both "/api"). order is
+// the apps in file order, so the conflict is reported at the later one.
 func (l *loader) routes(cfg *Config, order []string) {
 	type route struct{ host, path string }
 	owner := make(map[route]string)
 	for _, name := range order {
 		a := cfg.Apps[name]
 		for _, h := range a.Hosts {
-			r := route{strings.ToLower(h), strings.TrimSuffix(a.Path, "/")}
-			if first, ok := owner[r]; ok && first != name {
+			r := route{strings.ToLower(h), path.Clean(a.Path)}
+			switch first, ok := owner[r]; {
+			case ok && first == name:
+				key := toml.Key{"apps", name, "hosts"}
+				l.addf(key, "%s lists host %q twice", key.String(), h)
+				continue
+			case ok:
 				l.addf(toml.Key{"apps", name}, "apps %q and %q both serve host %q path %q", first, name, h, a.Path)
 				continue
 			}

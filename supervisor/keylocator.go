@@ -93,16 +93,20 @@ func (l *keyLocator) find(key toml.Key) int {
 	return line
 }
 
-// caseVariants returns the last elements of the keys in the document that
-// share key's parent and differ from its last element only in case.
+// caseVariants returns the names in the document that share key's parent
+// and differ from its last element only in case. Implicit tables count:
+// MetaData.Keys omits the "apps" of a lone [apps.web], so names are taken
+// from every key's prefix; missing one, the probe would absorb it too, and
+// which of the two failed first would depend on map order.
 func (l *keyLocator) caseVariants(key toml.Key) []string {
 	parent, last := key[:len(key)-1], key[len(key)-1]
 	var variants []string
 	for _, k := range l.keys {
-		if len(k) == len(key) && slices.Equal(k[:len(parent)], parent) &&
-			k[len(k)-1] != last && strings.EqualFold(k[len(k)-1], last) &&
-			!slices.Contains(variants, k[len(k)-1]) {
-			variants = append(variants, k[len(k)-1])
+		if len(k) < len(key) || !slices.Equal(k[:len(parent)], parent) {
+			continue
+		}
+		if name := k[len(key)-1]; name != last && strings.EqualFold(name, last) && !slices.Contains(variants, name) {
+			variants = append(variants, name)
 		}
 	}
 	return variants
