@@ -1,6 +1,9 @@
 package supervisor
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // The control API: HTTP+JSON on <state_dir>/deployer.sock, so that both the
 // deployer CLI and `curl --unix-socket run/deployer.sock http://deployer/v1/status`
@@ -32,6 +35,27 @@ type APIError struct {
 type SwapRequest struct {
 	Version   string `json:"version,omitempty"`
 	WaitDrain bool   `json:"wait_drain,omitempty"`
+	// Timeout bounds a swap, rollback or restart, counted from the
+	// request's arrival: a duration such as "90s". If it passes before new
+	// traffic moved, the new version is killed and the old one serves on,
+	// untouched; after, the operation stops waiting (for the drain). Either
+	// way the result's outcome is "timeout". "" bounds nothing beyond
+	// ready_timeout (and drain_timeout with wait_drain). It travels in the
+	// request, not as the connection's lifetime, because an operation runs
+	// on even when its client goes away (Daemon.stream).
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// timeout returns the parsed Timeout, 0 when there is none.
+func (r SwapRequest) timeout() (time.Duration, error) {
+	if r.Timeout == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(r.Timeout)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("timeout %q is not a positive duration such as \"90s\"", r.Timeout)
+	}
+	return d, nil
 }
 
 // Event is one line of a streamed operation.
@@ -42,9 +66,17 @@ type Event struct {
 	Result  *Result   `json:"result,omitempty"`
 }
 
+// Outcomes of a streamed operation (Result.Outcome).
+const (
+	OutcomeOK      = "ok"
+	OutcomeFailed  = "failed"
+	OutcomeTimeout = "timeout" // SwapRequest.Timeout passed
+)
+
 // Result ends every streamed operation.
 type Result struct {
 	OK          bool     `json:"ok"`
+	Outcome     string   `json:"outcome"` // OutcomeOK, OutcomeFailed or OutcomeTimeout
 	App         string   `json:"app"`
 	Op          string   `json:"op"` // swap, rollback, restart, start, stop
 	OldVersion  string   `json:"old_version,omitempty"`
@@ -55,6 +87,22 @@ type Result struct {
 	ReadyMS     int64    `json:"ready_ms,omitempty"`     // launch → healthy
 	DrainMS     int64    `json:"drain_ms,omitempty"`     // with wait_drain: swap → old version gone
 	CutRequests int      `json:"cut_requests,omitempty"` // with wait_drain: cut at drain_timeout
+	// TrafficMoved says whether new traffic went to NewVersion. False on a
+	// failure or a timeout before the switch: the old version served on.
+	TrafficMoved bool  `json:"traffic_moved"`
+	SwitchMS     int64 `json:"switch_ms,omitempty"`  // launch → new traffic on NewVersion
+	TimeoutMS    int64 `json:"timeout_ms,omitempty"` // the request's timeout, if it had one
+}
+
+// setOutcome fills in Outcome from OK where the operation left it empty.
+func (r *Result) setOutcome() {
+	switch {
+	case r.Outcome != "":
+	case r.OK:
+		r.Outcome = OutcomeOK
+	default:
+		r.Outcome = OutcomeFailed
+	}
 }
 
 // Status is what `deployer status --json` prints.
@@ -74,6 +122,10 @@ type DaemonStatus struct {
 	PID     int       `json:"pid"`
 	Started time.Time `json:"started"`
 	Binary  string    `json:"binary"`
+	// Goroutines and OpenFDs are the daemon's own counts when it answered:
+	// a number that keeps growing while the load does not is a leak.
+	Goroutines int `json:"goroutines"`
+	OpenFDs    int `json:"open_fds"` // -1 where /proc/self/fd cannot be read
 }
 
 type AppStatus struct {

@@ -18,7 +18,25 @@ var (
 	ErrNoPrevious = errors.New("supervisor: no previous version to roll back to")
 	ErrNotServing = errors.New("supervisor: app is not serving")
 	ErrLaunch     = errors.New("supervisor: version failed")
+	ErrTimeout    = errors.New("supervisor: operation timed out")
 )
+
+// timeoutError is the cause of an operation's context when the timeout of
+// its request (SwapRequest.Timeout) passed; it matches ErrTimeout.
+type timeoutError struct{ after time.Duration }
+
+func (e *timeoutError) Error() string        { return fmt.Sprintf("timeout %s expired", e.after) }
+func (e *timeoutError) Is(target error) bool { return target == ErrTimeout }
+
+// withTimeout bounds an operation by its request's timeout (0: none). Once
+// it passes, context.Cause(ctx) is a *timeoutError, which tells it apart
+// from ready_timeout and from the daemon stopping.
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeoutCause(ctx, d, &timeoutError{after: d})
+}
 
 // progressFunc reports a step of an operation to whoever asked for it.
 type progressFunc func(format string, args ...any)
@@ -115,6 +133,9 @@ func (a *App) startLocked(ctx context.Context, op, name string, progress progres
 	res := &Result{App: a.name, Op: op, NewVersion: name}
 	v, err := a.launch(ctx, name, progress)
 	if err == nil {
+		err = a.abandonIfDone(ctx, v)
+	}
+	if err == nil {
 		err = a.activate(v, nil)
 		if err != nil {
 			a.kill(v)
@@ -126,7 +147,7 @@ func (a *App) startLocked(ctx context.Context, op, name string, progress progres
 		fillFailure(res, err)
 		return res, nil
 	}
-	res.ReadyMS = res.DurationMS
+	res.ReadyMS, res.SwitchMS, res.TrafficMoved = res.DurationMS, res.DurationMS, true
 	a.mu.Lock()
 	a.serving, a.last, a.lastErr = v, name, ""
 	a.mu.Unlock()
@@ -171,6 +192,9 @@ func (a *App) Swap(ctx context.Context, op, name string, waitDrain bool, progres
 	res := &Result{App: a.name, Op: op, OldVersion: old.name, NewVersion: name}
 	v, err := a.launch(ctx, name, progress)
 	res.ReadyMS = time.Since(start).Milliseconds()
+	if err == nil {
+		err = a.abandonIfDone(ctx, v)
+	}
 	if err != nil {
 		res.DurationMS = time.Since(start).Milliseconds()
 		fillFailure(res, err)
@@ -198,6 +222,7 @@ func (a *App) Swap(ctx context.Context, op, name string, waitDrain bool, progres
 	a.mu.Unlock()
 	a.watch(v)
 	a.d.saveState()
+	res.SwitchMS, res.TrafficMoved = time.Since(start).Milliseconds(), true
 	progress("%s now serves %s; draining %s", a.name, name, old.name)
 	a.log.Info("swapped", "from", old.name, "version", name)
 
@@ -205,13 +230,63 @@ func (a *App) Swap(ctx context.Context, op, name string, waitDrain bool, progres
 	go func() { drained <- a.drain(old, len(v.instances)) }()
 	if waitDrain {
 		progress("waiting for %s to drain (up to %s)", old.name, old.cfg.DrainTimeout)
-		res.CutRequests = <-drained
-		res.DrainMS = time.Since(start).Milliseconds() - res.ReadyMS
+		cut, ok := awaitDrain(ctx, drained)
+		if !ok {
+			// Traffic has moved and cannot move back: the timeout only
+			// ends the wait. The drain goes on, bounded by drain_timeout.
+			res.DurationMS = time.Since(start).Milliseconds()
+			res.Outcome = OutcomeTimeout
+			res.Error = fmt.Sprintf("%v while %s drained: %s serves all new traffic; %s drains on in the background (up to %s)",
+				context.Cause(ctx), old.name, name, old.name, old.cfg.DrainTimeout)
+			return res, nil
+		}
+		res.CutRequests = cut
+		res.DrainMS = time.Since(start).Milliseconds() - res.SwitchMS
 		progress("%s drained and stopped", old.name)
 	}
 	res.DurationMS = time.Since(start).Milliseconds()
 	res.OK = true
 	return res, nil
+}
+
+// abandonIfDone kills v, launched and healthy, if the operation's context
+// ended meanwhile (its timeout passed, or the daemon is stopping): traffic
+// has not moved yet, so the old version serves on untouched.
+func (a *App) abandonIfDone(ctx context.Context, v *version) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	a.kill(v)
+	reason := context.Cause(ctx)
+	return &launchError{version: v.name, reason: fmt.Errorf("%w after it was healthy, before traffic moved", reason)}
+}
+
+// awaitDrain waits for the old version's drain to end and returns the
+// requests it cut, or reports false when the operation's timeout passes
+// first. A daemon that is stopping drains anyway, so that is waited for.
+func awaitDrain(ctx context.Context, drained <-chan int) (int, bool) {
+	select {
+	case cut := <-drained:
+		return cut, true
+	case <-ctx.Done():
+	}
+	if errors.Is(context.Cause(ctx), ErrTimeout) {
+		return 0, false
+	}
+	return <-drained, true
+}
+
+// swapWithin is Swap bounded by timeout (0: no bound beyond the app's own
+// timeouts), counted from now.
+func (a *App) swapWithin(ctx context.Context, timeout time.Duration, op, name string, waitDrain bool, progress progressFunc) (*Result, error) {
+	ctx, cancel := withTimeout(ctx, timeout)
+	defer cancel()
+	res, err := a.Swap(ctx, op, name, waitDrain, progress)
+	a.d.observer().swapDone(a.name, res, err)
+	if res != nil && timeout > 0 {
+		res.TimeoutMS = timeout.Milliseconds()
+	}
+	return res, err
 }
 
 // Stop drains the serving version and stops its processes. New requests are
@@ -318,6 +393,9 @@ func (a *App) shutdown() {
 
 func fillFailure(res *Result, err error) {
 	res.Error = err.Error()
+	if errors.Is(err, ErrTimeout) {
+		res.Outcome = OutcomeTimeout
+	}
 	var le *launchError
 	if errors.As(err, &le) {
 		res.Output = le.output

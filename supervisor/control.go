@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -40,9 +42,7 @@ func (d *Daemon) controlHandler() http.Handler {
 		d.log.Info("shutdown requested")
 		d.requestShutdown()
 	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, fmt.Errorf("%w: no such endpoint %s %s", errBadRequest, r.Method, r.URL.Path))
-	})
+	mux.HandleFunc("/", noEndpoint(mux))
 	return mux
 }
 
@@ -56,6 +56,12 @@ func apiStatus(err error) (int, string) {
 		return http.StatusNotFound, "unknown_app"
 	case errors.Is(err, errBadRequest):
 		return http.StatusBadRequest, "bad_request"
+	case errors.Is(err, errMethodNotAllowed):
+		return http.StatusMethodNotAllowed, "method_not_allowed"
+	case errors.Is(err, errBodyTooLarge):
+		return http.StatusRequestEntityTooLarge, "too_large"
+	case errors.Is(err, errPermissionDenied):
+		return http.StatusForbidden, "permission_denied"
 	case errors.Is(err, ErrOpRunning):
 		return http.StatusConflict, "swap_running"
 	case errors.Is(err, ErrUpgradeBusy):
@@ -88,7 +94,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	apps := d.appList()
 	if n := r.URL.Query().Get("app"); n != "" {
-		a, err := d.app(n)
+		a, err := d.controlApp(n)
 		if err != nil {
 			writeError(w, err)
 			return
@@ -102,7 +108,7 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	d.mu.RLock()
 	st.ConfigError = d.reloadErr
 	d.mu.RUnlock()
-	st.Daemon = DaemonStatus{PID: os.Getpid(), Started: d.started.UTC(), Binary: executable()}
+	st.Daemon = daemonStatus(d.started)
 	st.Routes = d.routesStatus()
 	writeJSON(w, http.StatusOK, st)
 }
@@ -110,23 +116,26 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 // handleOp runs an operation. Streamed operations answer NDJSON Events as
 // they progress; an operation refused before it began answers an APIError.
 func (d *Daemon) handleOp(w http.ResponseWriter, r *http.Request) {
-	a, err := d.app(r.PathValue("app"))
+	a, err := d.controlApp(r.PathValue("app"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	var req SwapRequest
-	if r.ContentLength != 0 {
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
-			writeError(w, fmt.Errorf("%w: body: %v", errBadRequest, err))
-			return
-		}
+	if err := decodeBody(w, r, &req); err != nil {
+		writeError(w, err)
+		return
 	}
 	if req.Version != "" {
 		if err := ValidVersion(req.Version); err != nil {
 			writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
 			return
 		}
+	}
+	timeout, err := req.timeout()
+	if err != nil {
+		writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		return
 	}
 	var run func(ctx context.Context, p progressFunc) (*Result, error)
 	switch op := r.PathValue("op"); op {
@@ -136,11 +145,11 @@ func (d *Daemon) handleOp(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		run = func(ctx context.Context, p progressFunc) (*Result, error) {
-			return a.Swap(ctx, op, req.Version, req.WaitDrain, p)
+			return a.swapWithin(ctx, timeout, op, req.Version, req.WaitDrain, p)
 		}
 	case "rollback", "restart":
 		run = func(ctx context.Context, p progressFunc) (*Result, error) {
-			return a.Swap(ctx, op, "", req.WaitDrain, p)
+			return a.swapWithin(ctx, timeout, op, "", req.WaitDrain, p)
 		}
 	case "start":
 		run = func(ctx context.Context, p progressFunc) (*Result, error) {
@@ -214,13 +223,14 @@ func (d *Daemon) stream(w http.ResponseWriter, a *App, run func(context.Context,
 	if err != nil {
 		res = &Result{App: a.name, Error: err.Error()}
 	}
+	res.setOutcome()
 	begin()
 	enc.Encode(Event{Type: "result", Time: time.Now(), Result: res})
 	rc.Flush()
 }
 
 func (d *Daemon) handleLogs(w http.ResponseWriter, r *http.Request) {
-	a, err := d.app(r.PathValue("app"))
+	a, err := d.controlApp(r.PathValue("app"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -273,4 +283,79 @@ func executable() string {
 		return p
 	}
 	return os.Args[0]
+}
+
+// Validation of control requests. Every name a request carries that can end
+// up in a path is checked here, before anything is looked up: an app name
+// by the rule of deploy.toml (appNameRE) and then against the apps the
+// config defines, a version by ValidVersion (one path element, no dot
+// names, no leading '-'). sockets.Layout checks both once more where it
+// joins them into paths.
+
+var (
+	errMethodNotAllowed = errors.New("method not allowed")
+	errBodyTooLarge     = errors.New("request body too large")
+)
+
+// maxControlBody bounds the JSON body of a control request; the largest
+// real one (a swap) is well under 1 KiB.
+const maxControlBody = 64 << 10
+
+// controlApp returns the app a request names.
+func (d *Daemon) controlApp(name string) (*App, error) {
+	if !appNameRE.MatchString(name) {
+		return nil, fmt.Errorf("%w: app name %q: want 1 to 32 characters of a-z 0-9 _ -, starting with a letter or digit", errBadRequest, name)
+	}
+	return d.app(name)
+}
+
+// decodeBody decodes r's JSON body, if it has one, into v: one JSON value of
+// at most maxControlBody bytes, with no field v does not know (a misspelt
+// "wait_drain" must not be dropped silently) and nothing after it. The
+// Content-Type is not checked: curl users often leave it out.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	if r.Body == nil || r.ContentLength == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxControlBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = terr
+			if err == nil {
+				err = errors.New("more than one JSON value")
+			}
+		}
+	} else if err == io.EOF {
+		return nil // an empty chunked body
+	}
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &tooLarge):
+		return fmt.Errorf("%w: at most %d bytes", errBodyTooLarge, tooLarge.Limit)
+	}
+	return fmt.Errorf("%w: body: %s", errBadRequest, strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// noEndpoint answers the requests no pattern of mux took: 405, with Allow,
+// when the path is an endpoint for another method; else 400.
+func noEndpoint(mux *http.ServeMux) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost} {
+			probe := &http.Request{Method: m, Host: r.Host, URL: r.URL}
+			if _, pattern := mux.Handler(probe); m != r.Method && pattern != "" && pattern != "/" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, fmt.Errorf("%w: %s %s (allowed: %s)", errMethodNotAllowed, r.Method, r.URL.Path, strings.Join(allow, ", ")))
+			return
+		}
+		writeError(w, fmt.Errorf("%w: no such endpoint %s %s", errBadRequest, r.Method, r.URL.Path))
+	}
 }

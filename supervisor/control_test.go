@@ -135,7 +135,7 @@ func TestControlErrors(t *testing.T) {
 		{"unknown op", "POST", "/v1/apps/web/frobnicate", "", 400, "bad_request"},
 		{"logs with a bad n", "GET", "/v1/apps/web/logs?n=-1", "", 400, "bad_request"},
 		{"unknown endpoint", "GET", "/v2/status", "", 400, "bad_request"},
-		{"wrong method", "GET", "/v1/apps/web/swap", "", 400, "bad_request"},
+		{"wrong method", "GET", "/v1/apps/web/swap", "", 405, "method_not_allowed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

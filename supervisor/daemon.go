@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/proxy"
+	"github.com/deployer/deployer/proxy/front"
 	"github.com/deployer/deployer/sockets"
 )
 
@@ -73,6 +74,10 @@ type Daemon struct {
 	// routes and Redis's; redis is nil without [routes] redis.
 	routes routeMerger
 	redis  *redisRoutes
+
+	// obs does metrics and the access log (metrics.go), from NewDaemon to
+	// the end of Run; nil when neither is on.
+	obs atomic.Pointer[observer]
 }
 
 // NewDaemon prepares a daemon for cfg; Run starts it.
@@ -186,25 +191,28 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer stopObserving()
 	var pubs []*publicServer
+	// The TLS key pair is loaded before any public listener serves: a pair
+	// that does not load stops this daemon before it accepts a connection
+	// it would drop (after an upgrade, the old daemon serves on).
+	if pub, err := d.startTLS(); err != nil {
+		return err
+	} else if pub != nil {
+		pubs = append(pubs, pub)
+	}
 	if addr := cfg.Deployer.Listen; addr != "" {
 		l, err := d.opts.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("supervisor: listen %s: %w", addr, err)
 		}
-		pub := newPublicServer(l, d.publicHandler(), &http.Server{
+		pub := newFrontServer(l, d.publicHandler(), &front.Server{
 			ReadHeaderTimeout: cfg.Deployer.Public.ReadHeaderTimeout,
 			IdleTimeout:       cfg.Deployer.Public.IdleTimeout,
 			MaxHeaderBytes:    cfg.Deployer.Public.MaxHeaderBytes,
-			ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
+			Logger:            d.log,
 		})
 		go pub.serve()
 		pubs = append(pubs, pub)
 		d.log.Info("proxy listening", "addr", l.Addr().String())
-	}
-	if pub, err := d.startTLS(); err != nil {
-		return err
-	} else if pub != nil {
-		pubs = append(pubs, pub)
 	}
 
 	holds, err := sockets.NewHoldWatcher(d.layout, func(app string, held bool) {
@@ -360,9 +368,14 @@ func (d *Daemon) inFlight() int {
 	return n
 }
 
-// listenControl opens <state_dir>/deployer.sock with mode 0600: created under
-// a tight umask so it is never reachable by others, not even for a moment.
+// listenControl opens <state_dir>/deployer.sock: created under a tight umask
+// so it is never reachable by others, not even for a moment, then given the
+// mode the allow-list needs (0600 without one), and wrapped so that only
+// allowed callers reach the control API (controlauth.go).
 func (d *Daemon) listenControl() (net.Listener, error) {
+	if err := checkStateDir(d.layout.StateDir); err != nil {
+		return nil, err
+	}
 	path := d.layout.ControlSocket()
 	old := syscall.Umask(0o177)
 	l, err := d.opts.Listen("unix", path)
@@ -370,11 +383,17 @@ func (d *Daemon) listenControl() (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: control socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	groupErr, err := setControlSocketPerm(path, d.config().Deployer.Public)
+	if err != nil {
 		l.Close()
-		return nil, fmt.Errorf("supervisor: control socket: %w", err)
+		return nil, err
 	}
-	return l, nil
+	if groupErr != nil {
+		d.log.Warn("control socket is mode 0666: its group could not be set; the uid and group check alone admits callers", "error", groupErr)
+	}
+	// The allow-list of the config in force, read at each connection.
+	allow := func(p peerCred) error { return accessOf(d.config()).check(p) }
+	return &controlListener{Listener: l, allow: allow, log: d.log}, nil
 }
 
 // boot starts an app at daemon start, retrying with backoff while its

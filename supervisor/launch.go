@@ -66,7 +66,13 @@ func (a *App) launch(ctx context.Context, name string, progress progressFunc) (*
 			defer wg.Done()
 			if err := waitReady(ctx, p, ep, cfg.Health, cfg.HealthTimeout, a.d.settle(cfg)); err != nil {
 				if errors.Is(ctx.Err(), context.DeadlineExceeded) && !p.exited() {
-					err = fmt.Errorf("not healthy within %s: %w", cfg.ReadyTimeout, err)
+					// The operation's own timeout (withTimeout) may be the
+					// shorter deadline: then it is the reason, not ready_timeout.
+					if cause := context.Cause(ctx); errors.Is(cause, ErrTimeout) {
+						err = fmt.Errorf("%w before it was healthy (%v)", cause, err)
+					} else {
+						err = fmt.Errorf("not healthy within %s: %w", cfg.ReadyTimeout, err)
+					}
 				}
 				fail(fmt.Errorf("instance %d (pid %d): %w", in.index, p.pid, err))
 				return

@@ -35,6 +35,7 @@ func (a *App) watchInstance(v *version, in *instance, p *process) {
 	a.d.proxy.SetInstance(a.name, v.key, in.index, proxy.Target{Network: ep.network, Addr: ep.addr}, false)
 	a.d.bgExit()
 	a.log.Warn("process exited; restarting", "version", v.name, "instance", in.index, "pid", p.pid, "how", p.exitDescription())
+	a.d.observer().restarted(a.name)
 
 	backoff := 100 * time.Millisecond
 	for {

@@ -1,6 +1,11 @@
 package supervisor
 
-import "sort"
+import (
+	"os"
+	"runtime"
+	"sort"
+	"time"
+)
 
 // Status reports the app for `deployer status`.
 func (a *App) Status() AppStatus {
@@ -52,4 +57,27 @@ func (a *App) Status() AppStatus {
 		st.Versions = append(st.Versions, VersionStatus{Version: v.name, State: v.State(), InFlight: stats.InFlight[v.key]})
 	}
 	return st
+}
+
+// daemonStatus describes the daemon process answering, started at started.
+func daemonStatus(started time.Time) DaemonStatus {
+	return DaemonStatus{
+		PID:        os.Getpid(),
+		Started:    started.UTC(),
+		Binary:     executable(),
+		Goroutines: runtime.NumGoroutine(),
+		OpenFDs:    openFDs(),
+	}
+}
+
+// openFDs counts this process's open file descriptors, or reports -1 where
+// /proc/self/fd cannot be read.
+func openFDs() int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	// The listing includes the descriptor ReadDir read it through, which is
+	// closed again by now.
+	return len(entries) - 1
 }

@@ -111,6 +111,11 @@ func (c *client) transportError(err error) error {
 	if isNoDaemon(err) {
 		return &noDaemonError{socket: c.socket}
 	}
+	if errors.Is(err, syscall.EACCES) {
+		// The socket's mode let the kernel refuse the connect: the daemon
+		// never heard of it (supervisor/controlauth.go).
+		return fmt.Errorf("permission denied: cannot connect to %s: only root and the daemon's user may control this daemon, unless [deployer] control_users or control_groups in deploy.toml lists you", c.socket)
+	}
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
 		err = uerr.Err
@@ -242,7 +247,7 @@ func (c *client) alive(ctx context.Context) (bool, error) {
 	if isNoDaemon(err) {
 		return false, nil
 	}
-	return false, fmt.Errorf("control socket: %w", err)
+	return false, c.transportError(err)
 }
 
 // waitGone polls the control socket every interval until nothing answers on
