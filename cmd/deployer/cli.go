@@ -15,9 +15,10 @@ import (
 
 // Exit statuses, the same for every command (CONTRACT.md).
 const (
-	exitOK     = 0 // done
-	exitFailed = 1 // the operation failed, or no daemon answered
-	exitUsage  = 2 // bad arguments or an invalid deploy.toml
+	exitOK      = 0 // done
+	exitFailed  = 1 // the operation failed, or no daemon answered
+	exitUsage   = 2 // bad arguments or an invalid deploy.toml
+	exitTimeout = 3 // swap, rollback, restart: --timeout passed
 )
 
 // defaultConfigPath is read when neither -c nor $DEPLOYER_CONFIG names a file.

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/deployer/deployer/supervisor"
@@ -17,18 +20,40 @@ import (
 
 const swapExits = `0  VERSION serves all new traffic (with --wait-drain: and the old version
    is gone)
-1  VERSION failed (did not start, crashed, failed health, timed out): the
-   old version keeps serving untouched; the reason and VERSION's last lines
-   of output are printed
-2  bad usage, unknown app or invalid deploy.toml`
+1  VERSION failed (did not start, crashed, failed health, not healthy
+   within ready_timeout): the old version keeps serving untouched; the
+   reason and VERSION's last lines of output are printed. Also: no daemon,
+   or another operation on APP is running
+2  bad usage, unknown app or invalid deploy.toml
+3  --timeout passed. Before traffic moved (the usual case): VERSION was
+   stopped and the old version keeps serving untouched, as with 1. After
+   (only with --wait-drain): VERSION serves all new traffic and the old
+   version drains on. The output says which; with --json see
+   "traffic_moved". No answer from the daemon at all 10s past the timeout
+   is exit 3 too, the outcome then unknown: see 'deployer status'`
 
-const waitDrainUsage = "return only once the old version has drained and stopped too"
+const (
+	waitDrainUsage = "return only once the old version has drained and stopped too"
+	timeoutUsage   = "give up after `DURATION` (such as 90s): a version not serving yet is stopped; exit 3"
+	opFlagsUsage   = "[--wait-drain] [--timeout DURATION]"
+)
+
+// timeoutGrace is how long past --timeout the CLI waits for the daemon's
+// result before giving up on it. The daemon answers at the timeout itself;
+// the grace covers killing the new version and collecting its output, and
+// keeps a CI step bounded when the daemon is wedged (or is an older one that
+// does not know the timeout field). A variable for tests.
+var timeoutGrace = 10 * time.Second
+
+// errNoResult is the cause of an operation's context when timeoutGrace
+// passed after --timeout without a result.
+var errNoResult = errors.New("no result from the daemon")
 
 func swapCommand() *command {
 	return &command{
 		name:       "swap",
 		args:       []string{"[APP]", "VERSION"},
-		flagsUsage: "[--wait-drain]",
+		flagsUsage: opFlagsUsage,
 		json:       true,
 		summary:    "launch VERSION beside the running one and move new traffic to it",
 		about: `Launch VERSION of APP beside the running version and wait until it is
@@ -38,12 +63,23 @@ printed as it happens, one timestamped line each.
 
 The command returns once VERSION serves all new traffic; the old version
 drains on in the daemon. With --wait-drain it returns once the old version
-is gone too.`,
+is gone too.
+
+--timeout bounds the whole command, for a CI step: the daemon gets the
+timeout with the request and, if VERSION is not serving by then, stops it
+and leaves the old version serving untouched (exit 3). The last line of
+the output is a one-line summary; progress lines carry the time of day.
+With --json only the result is printed, one JSON object: ok, outcome
+("ok", "failed" or "timeout"), app, op, old_version, new_version, error,
+output (VERSION's last lines on failure), traffic_moved, and durations in
+milliseconds: duration_ms (total), ready_ms (until healthy), switch_ms
+(until traffic moved), drain_ms (with --wait-drain), timeout_ms.`,
 		exits:   swapExits,
 		example: "deployer swap web v42",
 		setup: func(fs *flag.FlagSet) runFunc {
-			waitDrain := fs.Bool("wait-drain", false, waitDrainUsage)
+			flags := defineOpFlags(fs)
 			return func(ctx context.Context, inv *invocation) error {
+				b := flags.budget()
 				cfg, app, rest, err := inv.daemonApp()
 				if err != nil {
 					return err
@@ -52,7 +88,8 @@ is gone too.`,
 				if err := supervisor.ValidVersion(version); err != nil {
 					return usageErrorf("%v", err)
 				}
-				return inv.operate(ctx, inv.client(cfg), app, "swap", supervisor.SwapRequest{Version: version, WaitDrain: *waitDrain})
+				req := supervisor.SwapRequest{Version: version, WaitDrain: flags.waitDrain}
+				return inv.operateBy(ctx, b, inv.client(cfg), app, "swap", req)
 			}
 		},
 	}
@@ -62,7 +99,7 @@ func rollbackCommand() *command {
 	return &command{
 		name:       "rollback",
 		args:       []string{"[APP]"},
-		flagsUsage: "[--wait-drain]",
+		flagsUsage: opFlagsUsage,
 		json:       true,
 		summary:    "swap back to the version that served before the last swap",
 		about: `Swap APP back to the version that served before the last swap, exactly
@@ -78,7 +115,7 @@ func restartCommand() *command {
 	return &command{
 		name:       "restart",
 		args:       []string{"[APP]"},
-		flagsUsage: "[--wait-drain]",
+		flagsUsage: opFlagsUsage,
 		json:       true,
 		summary:    "swap to the version already serving: fresh processes, no downtime",
 		about: `Swap APP to the version already serving: fresh processes, which pick up
@@ -108,15 +145,70 @@ queue_timeout, until 'deployer start APP' starts it again.`,
 	}
 }
 
-// streamed returns the setup of a command that takes [APP] and
-// --wait-drain and runs operation op.
+// streamed returns the setup of a command that takes [APP], --wait-drain
+// and --timeout and runs operation op.
 func streamed(op string) func(fs *flag.FlagSet) runFunc {
 	return func(fs *flag.FlagSet) runFunc {
-		waitDrain := fs.Bool("wait-drain", false, waitDrainUsage)
+		flags := defineOpFlags(fs)
 		return func(ctx context.Context, inv *invocation) error {
-			return inv.operateOnApp(ctx, op, supervisor.SwapRequest{WaitDrain: *waitDrain})
+			b := flags.budget()
+			cfg, app, _, err := inv.daemonApp()
+			if err != nil {
+				return err
+			}
+			req := supervisor.SwapRequest{WaitDrain: flags.waitDrain}
+			return inv.operateBy(ctx, b, inv.client(cfg), app, op, req)
 		}
 	}
+}
+
+// opFlags are the flags of swap, rollback and restart.
+type opFlags struct {
+	waitDrain bool
+	timeout   durationFlag
+}
+
+func defineOpFlags(fs *flag.FlagSet) *opFlags {
+	f := new(opFlags)
+	fs.BoolVar(&f.waitDrain, "wait-drain", false, waitDrainUsage)
+	fs.Var(&f.timeout, "timeout", timeoutUsage)
+	return f
+}
+
+// budget starts the clock of --timeout: the command's start.
+func (f *opFlags) budget() budget {
+	return budget{start: time.Now(), timeout: time.Duration(f.timeout)}
+}
+
+// budget is the time a command may take: timeout from start. The zero
+// value bounds nothing.
+type budget struct {
+	start   time.Time
+	timeout time.Duration
+}
+
+func (b budget) deadline() time.Time { return b.start.Add(b.timeout) }
+
+// durationFlag is a flag holding a positive duration such as 90s.
+type durationFlag time.Duration
+
+func (f *durationFlag) String() string {
+	if f == nil || *f == 0 {
+		return ""
+	}
+	return time.Duration(*f).String()
+}
+
+func (f *durationFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (write it like 90s or 5m)", s)
+	}
+	if d <= 0 {
+		return fmt.Errorf("%s is not positive", s)
+	}
+	*f = durationFlag(d)
+	return nil
 }
 
 // operateOnApp resolves [APP] and runs operation op on it.
@@ -128,17 +220,41 @@ func (inv *invocation) operateOnApp(ctx context.Context, op string, req supervis
 	return inv.operate(ctx, inv.client(cfg), app, op, req)
 }
 
-// operate runs a streamed operation and prints it: each progress event as
-// it arrives, then the result; with --json only the result, as received.
+// operate runs a streamed operation with no deadline of its own.
 func (inv *invocation) operate(ctx context.Context, cl *client, app, op string, req supervisor.SwapRequest) error {
+	return inv.operateBy(ctx, budget{}, cl, app, op, req)
+}
+
+// operateBy runs a streamed operation and prints it: each progress event as
+// it arrives, then the result; with --json only the result, as received.
+// A budget's timeout is sent to the daemon with the request, which the
+// daemon enforces (a client going away does not stop an operation, on
+// purpose); the CLI gives up on its own only timeoutGrace later. The daemon
+// counts from the request's arrival, milliseconds after the command's
+// start: sending the timeout as given keeps every message saying "1s" for
+// --timeout 1s.
+func (inv *invocation) operateBy(ctx context.Context, b budget, cl *client, app, op string, req supervisor.SwapRequest) error {
+	if b.timeout > 0 {
+		req.Timeout = b.timeout.String()
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadlineCause(ctx, b.deadline().Add(timeoutGrace), errNoResult)
+		defer cancel()
+	}
+	clean := func(s string) string { return s }
+	if !isTerminal(inv.stdout) {
+		clean = plainText
+	}
 	var progress func(supervisor.Event)
 	if !inv.asJSON {
 		progress = func(ev supervisor.Event) {
-			fmt.Fprintf(inv.stdout, "%s %s\n", clock(ev.Time), ev.Message)
+			fmt.Fprintf(inv.stdout, "%s %s\n", clock(ev.Time), clean(ev.Message))
 		}
 	}
 	res, raw, err := cl.operate(ctx, app, op, req, progress)
 	if err != nil {
+		if errors.Is(context.Cause(ctx), errNoResult) {
+			return inv.noResult(app, op, req.Version, b)
+		}
 		return err
 	}
 	if inv.asJSON {
@@ -146,12 +262,43 @@ func (inv *invocation) operate(ctx context.Context, cl *client, app, op string, 
 			return err
 		}
 	} else {
-		writeResult(inv.stdout, res)
+		shown := *res
+		shown.Error = clean(shown.Error)
+		shown.Output = make([]string, len(res.Output))
+		for i, l := range res.Output {
+			shown.Output[i] = clean(l)
+		}
+		writeResult(inv.stdout, &shown)
 	}
-	if !res.OK {
-		return errReported
+	switch {
+	case res.OK:
+		return nil
+	case res.Outcome == supervisor.OutcomeTimeout:
+		return errTimeoutReported
 	}
-	return nil
+	return errReported
+}
+
+// noResult reports an operation whose result did not come within
+// timeoutGrace after its --timeout: on stderr, and with --json as a result
+// on stdout too, so that a CI step always has one JSON object to read.
+func (inv *invocation) noResult(app, op, version string, b budget) error {
+	msg := fmt.Sprintf("%s: no result from the daemon within %s after --timeout; the outcome is unknown: see 'deployer status %s'",
+		op, timeoutGrace, app)
+	if inv.asJSON {
+		res := supervisor.Result{
+			App: app, Op: op, NewVersion: version, Outcome: supervisor.OutcomeTimeout, Error: msg,
+			DurationMS: time.Since(b.start).Milliseconds(),
+			TimeoutMS:  b.timeout.Milliseconds(),
+		}
+		out, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(inv.stdout, "%s\n", out)
+	}
+	fmt.Fprintf(inv.stderr, "%s: %s\n", inv.prefix(), msg)
+	return errTimeoutReported
 }
 
 // clock formats an event's time for a progress line; local time of day is
@@ -164,8 +311,9 @@ func clock(t time.Time) string {
 }
 
 // writeResult prints the outcome of a streamed operation in a sentence or
-// two. On failure the output ends with the reason and the new version's
-// last lines of output, as CONTRACT.md promises: CI shows the end of a log.
+// two. On failure the output ends with the reason, what serves now, and the
+// new version's last lines of output, as CONTRACT.md promises: CI shows the
+// end of a log.
 func writeResult(w io.Writer, r *supervisor.Result) {
 	took := ms(r.DurationMS)
 	if !r.OK {
@@ -173,7 +321,17 @@ func writeResult(w io.Writer, r *supervisor.Result) {
 		if r.NewVersion != "" {
 			target = " to " + r.NewVersion
 		}
-		fmt.Fprintf(w, "%s of %s%s failed: %s\n", r.Op, r.App, target, r.Error)
+		verb := "failed"
+		if r.Outcome == supervisor.OutcomeTimeout {
+			verb = "timed out"
+		}
+		fmt.Fprintf(w, "%s of %s%s %s: %s\n", r.Op, r.App, target, verb, r.Error)
+		switch {
+		case r.TrafficMoved:
+			fmt.Fprintf(w, "%s serves %s: traffic moved before the timeout\n", r.App, r.NewVersion)
+		case r.OldVersion != "" && (r.Op == "swap" || r.Op == "rollback" || r.Op == "restart"):
+			fmt.Fprintf(w, "%s still serves %s, untouched\n", r.App, r.OldVersion)
+		}
 		if len(r.Output) > 0 {
 			name := r.NewVersion
 			if name == "" {
@@ -245,4 +403,64 @@ func writeIndented(w io.Writer, raw []byte) error {
 	buf.WriteByte('\n')
 	_, err := buf.WriteTo(w)
 	return err
+}
+
+// isTerminal reports whether w is a terminal. Anything else (a CI log, a
+// pipe, a file) gets plain text.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// plainText removes what garbles a log file: ANSI escape sequences (colours,
+// cursor moves) and control characters, such as the carriage returns of a
+// progress bar that a log viewer shows as junk or lets overwrite the line.
+// They come from the app's own output, which a failure report quotes.
+func plainText(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == 0x1b:
+			i = skipEscape(s, i)
+		case c == '\t' || c >= 0x20 && c != 0x7f:
+			b.WriteByte(c) // bytes of multi-byte UTF-8 are all ≥ 0x80
+		}
+	}
+	return b.String()
+}
+
+// skipEscape returns the index of the last byte of the escape sequence that
+// starts with the ESC at s[i] (ECMA-48): CSI "ESC [ params final", OSC
+// "ESC ] text BEL" (or ended by "ESC \\"), else ESC and one byte.
+func skipEscape(s string, i int) int {
+	if i+1 >= len(s) {
+		return i
+	}
+	switch s[i+1] {
+	case '[':
+		for j := i + 2; j < len(s); j++ {
+			if s[j] >= 0x40 && s[j] <= 0x7e {
+				return j
+			}
+		}
+		return len(s) - 1
+	case ']':
+		for j := i + 2; j < len(s); j++ {
+			if s[j] == 0x07 {
+				return j
+			}
+			if s[j] == 0x1b && j+1 < len(s) && s[j+1] == '\\' {
+				return j + 1
+			}
+		}
+		return len(s) - 1
+	}
+	return i + 1
 }

@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deployer/deployer/supervisor"
 )
@@ -52,6 +54,7 @@ func TestSwapFailure(t *testing.T) {
 	wantCode(t, got, exitFailed)
 	want := "09:30:00 launching v3\n" +
 		"swap of api to v3 failed: v3 exited with status 1 before it was healthy\n" +
+		"api still serves v2, untouched\n" +
 		"last output of v3:\n" +
 		"    v3/0: listening on /srv/run/api/v3-0.sock\n" +
 		"    v3/0: panic: no DATABASE_URL\n"
@@ -199,7 +202,14 @@ func TestWriteResult(t *testing.T) {
 		{supervisor.Result{App: "web", Op: "start", Error: "v1 crashed", Output: []string{"boom"}},
 			"start of web failed: v1 crashed\nlast output of web:\n    boom\n"},
 		{supervisor.Result{App: "web", Op: "restart", OldVersion: "v1", NewVersion: "v1", Error: "timed out"},
-			"restart of web to v1 failed: timed out\n"},
+			"restart of web to v1 failed: timed out\nweb still serves v1, untouched\n"},
+		{supervisor.Result{App: "web", Op: "swap", OldVersion: "v1", NewVersion: "v2", Outcome: "timeout",
+			Error: "version v2: instance 0 (pid 7): timeout 2s expired before it was healthy", Output: []string{"[0] booting"}},
+			"swap of web to v2 timed out: version v2: instance 0 (pid 7): timeout 2s expired before it was healthy\n" +
+				"web still serves v1, untouched\nlast output of v2:\n    [0] booting\n"},
+		{supervisor.Result{App: "web", Op: "swap", OldVersion: "v1", NewVersion: "v2", Outcome: "timeout", TrafficMoved: true,
+			Error: "timeout 5s expired while v1 drained"},
+			"swap of web to v2 timed out: timeout 5s expired while v1 drained\nweb serves v2: traffic moved before the timeout\n"},
 	}
 	for _, tt := range tests {
 		var b strings.Builder
@@ -207,5 +217,160 @@ func TestWriteResult(t *testing.T) {
 		if b.String() != tt.want {
 			t.Errorf("writeResult(%+v):\n%s\nwant:\n%s", tt.r, b.String(), tt.want)
 		}
+	}
+}
+
+// TestSwapTimeoutUsage checks that a bad --timeout is a usage error that
+// never reaches the daemon.
+func TestSwapTimeoutUsage(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"swap", "v2", "--timeout", "90"}, `"90" is not a duration (write it like 90s or 5m)`},
+		{[]string{"swap", "v2", "--timeout", "soon"}, `"soon" is not a duration`},
+		{[]string{"swap", "v2", "--timeout=0s"}, "0s is not positive"},
+		{[]string{"rollback", "--timeout", "-5s"}, "-5s is not positive"},
+		{[]string{"restart", "--timeout"}, "flag needs an argument: -timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			dir, cfg := writeConfig(t, "web")
+			d := newFakeDaemon(t, dir)
+			got := run(t, append([]string{"-c", cfg}, tt.args...)...)
+			wantCode(t, got, exitUsage)
+			if !strings.Contains(got.stderr, tt.want) || !strings.Contains(got.stderr, "usage: deployer "+tt.args[0]) {
+				t.Errorf("stderr = %q, want %q and the usage line", got.stderr, tt.want)
+			}
+			if n := d.count(); n != 0 {
+				t.Errorf("daemon got %d requests, want none", n)
+			}
+		})
+	}
+}
+
+// TestSwapTimeout checks that --timeout travels in the request, and that a
+// result with outcome "timeout" is reported and exits 3.
+func TestSwapTimeout(t *testing.T) {
+	for _, op := range []string{"swap", "rollback", "restart"} {
+		t.Run(op, func(t *testing.T) {
+			dir, cfg := writeConfig(t, "web")
+			d := newFakeDaemon(t, dir)
+			d.handle("POST /v1/apps/web/"+op, stream(
+				progress(at(12, 0, 1), "launching v2 of web (1 instance)"),
+				resultEvent(supervisor.Result{
+					App: "web", Op: op, OldVersion: "v1", NewVersion: "v2", Outcome: "timeout",
+					Error:  "version v2: instance 0 (pid 7): timeout 2s expired before it was healthy",
+					Output: []string{"[0] still booting"}, DurationMS: 2000, TimeoutMS: 2000,
+				}),
+			))
+			args := []string{op, "--timeout", "2s", "-c", cfg}
+			if op == "swap" {
+				args = append(args, "v2")
+			}
+			got := run(t, args...)
+			wantCode(t, got, exitTimeout)
+			var body supervisor.SwapRequest
+			if err := json.Unmarshal([]byte(d.only(t).Body), &body); err != nil {
+				t.Fatal(err)
+			}
+			if body.Timeout != "2s" {
+				t.Errorf("request timeout = %q, want 2s", body.Timeout)
+			}
+			for _, want := range []string{op + " of web to v2 timed out: ", "web still serves v1, untouched", "    [0] still booting"} {
+				if !strings.Contains(got.stdout, want) {
+					t.Errorf("stdout lacks %q:\n%s", want, got.stdout)
+				}
+			}
+		})
+	}
+}
+
+// TestSwapNoResult: a daemon that never ends the stream is given up on
+// timeoutGrace after --timeout, exit 3, with a JSON result for CI.
+func TestSwapNoResult(t *testing.T) {
+	defer func(g time.Duration) { timeoutGrace = g }(timeoutGrace)
+	timeoutGrace = 200 * time.Millisecond
+	dir, cfg := writeConfig(t, "web")
+	d := newFakeDaemon(t, dir)
+	d.handle("POST /v1/apps/web/swap", func(w http.ResponseWriter, r *http.Request) {
+		stream(progress(at(12, 0, 1), "launching v2"))(w, r)
+		<-r.Context().Done()
+	})
+	start := time.Now()
+	got := run(t, "swap", "v2", "--json", "--timeout", "100ms", "-c", cfg)
+	wantCode(t, got, exitTimeout)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("gave up after %s, want about 300ms", took)
+	}
+	var res supervisor.Result
+	if err := json.Unmarshal([]byte(got.stdout), &res); err != nil {
+		t.Fatalf("stdout is not one JSON result: %v\n%s", err, got.stdout)
+	}
+	if res.OK || res.Outcome != supervisor.OutcomeTimeout || res.App != "web" || res.NewVersion != "v2" || res.TimeoutMS != 100 {
+		t.Errorf("result = %+v", res)
+	}
+	if !strings.Contains(got.stderr, "outcome is unknown") {
+		t.Errorf("stderr = %q", got.stderr)
+	}
+}
+
+// TestSwapJSONFields checks that --json prints the daemon's result as
+// received, fields this CLI does not know included, and exits by outcome.
+func TestSwapJSONFields(t *testing.T) {
+	dir, cfg := writeConfig(t, "web")
+	d := newFakeDaemon(t, dir)
+	d.handle("POST /v1/apps/web/swap", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"type":"progress","message":"launching v2"}`+"\n")
+		io.WriteString(w, `{"type":"result","result":{"ok":true,"outcome":"ok","app":"web","op":"swap","old_version":"v1",`+
+			`"new_version":"v2","duration_ms":900,"ready_ms":700,"switch_ms":710,"traffic_moved":true,"future":1}}`+"\n")
+	})
+	got := run(t, "swap", "v2", "--json", "-c", cfg)
+	wantCode(t, got, exitOK)
+	var m map[string]any
+	if err := json.Unmarshal([]byte(got.stdout), &m); err != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s", err, got.stdout)
+	}
+	for k, want := range map[string]any{"outcome": "ok", "old_version": "v1", "new_version": "v2",
+		"ready_ms": 700.0, "switch_ms": 710.0, "traffic_moved": true, "future": 1.0} {
+		if m[k] != want {
+			t.Errorf("%s = %v, want %v", k, m[k], want)
+		}
+	}
+}
+
+func TestPlainText(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"plain line", "plain line"},
+		{"tab\tkept", "tab\tkept"},
+		{"\x1b[31merror\x1b[0m: boom", "error: boom"},
+		{"progress 10%\rprogress 100%", "progress 10%progress 100%"},
+		{"\x1b]0;title\x07text", "text"},
+		{"\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "link"},
+		{"héllo → wörld\x00", "héllo → wörld"},
+		{"cut\x1b[", "cut"},
+		{"esc at end\x1b", "esc at end"},
+	}
+	for _, tt := range tests {
+		if got := plainText(tt.in); got != tt.want {
+			t.Errorf("plainText(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestSwapPlainOutput: stdout that is not a terminal gets no escape
+// sequences or carriage returns from an app's output.
+func TestSwapPlainOutput(t *testing.T) {
+	dir, cfg := writeConfig(t, "web")
+	d := newFakeDaemon(t, dir)
+	d.handle("POST /v1/apps/web/swap", stream(
+		progress(at(12, 0, 1), "launching v2"),
+		resultEvent(supervisor.Result{App: "web", Op: "swap", OldVersion: "v1", NewVersion: "v2",
+			Error: "version v2: exited with status 1", Output: []string{"[0] \x1b[31mFATAL\x1b[0m no database\r"}}),
+	))
+	got := run(t, "swap", "v2", "-c", cfg)
+	wantCode(t, got, exitFailed)
+	if strings.ContainsAny(got.stdout, "\x1b\r") || !strings.Contains(got.stdout, "    [0] FATAL no database\n") {
+		t.Errorf("stdout = %q", got.stdout)
 	}
 }

@@ -34,7 +34,7 @@ func TestUsageLine(t *testing.T) {
 		cmd  *command
 		want string
 	}{
-		{swapCommand(), "deployer swap [APP] VERSION [--wait-drain] [--json]"},
+		{swapCommand(), "deployer swap [APP] VERSION [--wait-drain] [--timeout DURATION] [--json]"},
 		{logsCommand(), "deployer logs [APP] [-f] [-n N]"},
 		{statusCommand(), "deployer status [APP] [--json]"},
 		{checkCommand(), "deployer check"},

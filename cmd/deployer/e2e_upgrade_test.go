@@ -349,9 +349,11 @@ func TestDaemonUpgradeUnderLoad(t *testing.T) {
 	// start once the old daemon has exited (tableflip refuses it before).
 	after := func(i, oldPID, newPID int) {
 		t.Helper()
-		if got := u.pidFile(); got != newPID {
-			t.Errorf("upgrade %d: pid_file holds %d, want the new daemon's %d", i, got, newPID)
-		}
+		// `deployer upgrade` returns once the new daemon is ready, and so
+		// has written pid_file; after SIGHUP the test sees the new daemon
+		// by its status, which it answers a moment before it is ready.
+		waitFor(t, fmt.Sprintf("upgrade %d: pid_file to hold the new daemon's pid %d", i, newPID), 5*time.Second,
+			func() bool { return u.pidFile() == newPID })
 		if got := u.appPIDs(); !slices.Equal(got, apps) {
 			t.Fatalf("upgrade %d: app pids %v, want %v unchanged", i, got, apps)
 		}

@@ -54,6 +54,11 @@ func (e *apiError) Error() string { return e.body.Error }
 // failed swap's result, say); only the exit status is left to give.
 var errReported = errors.New("failure reported")
 
+// errTimeoutReported is errReported for an operation whose --timeout
+// passed (cmd_swap.go): a distinct exit status, so that a CI step can tell
+// "too slow" from "broken".
+var errTimeoutReported = errors.New("timeout reported")
+
 // exit reports err on stderr, unless it has been reported, and returns the
 // exit status for it. It is the one place errors become exit statuses.
 func (inv *invocation) exit(err error) int {
@@ -69,6 +74,8 @@ func (inv *invocation) exit(err error) int {
 	switch {
 	case errors.Is(err, errReported):
 		return exitFailed
+	case errors.Is(err, errTimeoutReported):
+		return exitTimeout
 	case errors.As(err, &usage):
 		fmt.Fprintf(inv.stderr, "%s: %s\n", inv.prefix(), usage.msg)
 		fmt.Fprintf(inv.stderr, "usage: %s\n", inv.usage())

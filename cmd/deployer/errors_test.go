@@ -25,7 +25,7 @@ func TestExit(t *testing.T) {
 		{"nil", nil, exitOK, ""},
 		{"reported", errReported, exitFailed, ""},
 		{"usage", usageErrorf("missing %s", "VERSION"), exitUsage,
-			"deployer swap: missing VERSION\nusage: deployer swap [APP] VERSION [--wait-drain] [--json]\n"},
+			"deployer swap: missing VERSION\nusage: deployer swap [APP] VERSION [--wait-drain] [--timeout DURATION] [--json]\n"},
 		{"invalid config", &configError{err: invalid}, exitUsage,
 			"deploy.toml:3: drain_timeout: want a duration string\ndeploy.toml:7: unknown key \"colour\"\n"},
 		{"missing config", &configError{missing: "deploy.toml"}, exitUsage,

@@ -58,7 +58,7 @@ Flags of every command:
 	writeFlags(w, global)
 	fmt.Fprint(w, `
 Exit status: 0 done; 1 failed, or no daemon is running; 2 bad usage or an
-invalid deploy.toml.
+invalid deploy.toml; 3 (swap, rollback, restart) --timeout passed.
 
 Run 'deployer help COMMAND' for a command's flags, exit statuses and an example.
 `)

@@ -14,10 +14,10 @@ func TestHelp(t *testing.T) {
 		{[]string{"-h"}, []string{"usage: deployer [-c PATH] COMMAND", "Commands:"}},
 		{[]string{"--help"}, []string{"usage: deployer [-c PATH] COMMAND"}},
 		{[]string{"help", "swap"}, []string{
-			"usage: deployer swap [APP] VERSION [--wait-drain] [--json]",
+			"usage: deployer swap [APP] VERSION [--wait-drain] [--timeout DURATION] [--json]",
 			"Launch VERSION",
-			"Flags:", "-c, --config PATH", "--json", "--wait-drain", "-h, --help",
-			"Exit status:", "0  VERSION serves", "1  VERSION failed", "2  bad usage",
+			"Flags:", "-c, --config PATH", "--json", "--timeout DURATION", "--wait-drain", "-h, --help",
+			"Exit status:", "0  VERSION serves", "1  VERSION failed", "2  bad usage", "3  --timeout passed",
 			"Example:", "deployer swap web v42",
 		}},
 		{[]string{"swap", "-h"}, []string{"usage: deployer swap [APP] VERSION"}},
