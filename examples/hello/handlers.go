@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /sse", s.handleSSE)
 	mux.HandleFunc("/ws", s.handleWebsocket)
 	mux.HandleFunc("/echo", s.handleEcho)
+	mux.HandleFunc("GET /headers", s.handleHeaders)
 	return s.identify(mux)
 }
 
@@ -288,4 +290,13 @@ func intParam(r *http.Request, name string, def, max int) (int, error) {
 		return 0, errors.New("bad " + name + ": negative")
 	}
 	return min(n, max), nil
+}
+
+// handleHeaders shows the request's headers as the app got them: what a
+// proxy in front added, kept or removed (X-Forwarded-For, hop-by-hop).
+func (s *server) handleHeaders(w http.ResponseWriter, r *http.Request) {
+	h := r.Header.Clone()
+	h.Set("Host", r.Host)
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(h)
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -383,5 +384,26 @@ func TestListenLeavesSocketFile(t *testing.T) {
 	if ln, err := listen(config{socket: path}); err == nil {
 		ln.Close()
 		t.Error("listen on an existing socket file succeeded")
+	}
+}
+
+func TestHeaders(t *testing.T) {
+	s := newTestServer()
+	req := httptest.NewRequest("GET", "http://example.com/headers", nil)
+	req.Header.Add("X-Forwarded-For", "203.0.113.9")
+	rec := httptest.NewRecorder()
+	s.routes().ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Fatalf("GET /headers: %d", rec.Code)
+	}
+	var got map[string][]string
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatalf("GET /headers: %v in %q", err, rec.Body.String())
+	}
+	if v := got["X-Forwarded-For"]; len(v) != 1 || v[0] != "203.0.113.9" {
+		t.Errorf("X-Forwarded-For = %q, want [203.0.113.9]", v)
+	}
+	if v := got["Host"]; len(v) != 1 || v[0] != "example.com" {
+		t.Errorf("Host = %q, want [example.com]", v)
 	}
 }

@@ -17,6 +17,8 @@
 //	GET /sse?n=5&interval=200ms  n server-sent events, each flushed at once
 //	    /echo?id=ID            length and sha256 of the body; appends
 //	                           "<method> <id> <version>" to $HELLO_RECORD
+//	GET /headers               the request's headers as the app got them
+//	                           (JSON: name → values), to see what a proxy sent
 //
 // On SIGTERM or SIGINT it stops accepting, lets in-flight requests finish
 // (bounded by 30s), closes websockets with status 1001 (going away) and
