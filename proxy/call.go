@@ -34,10 +34,12 @@ type call struct {
 	version    *version // the version whose registry holds the call
 	inst       *instance
 	upgraded   bool
-	// trusted: the client is one of Options.TrustedProxies. Owned by the
-	// request's goroutine; here to fit in upgraded's padding, which keeps
-	// call in its size class.
+	// trusted: the client is one of Options.TrustedProxies; waited: the
+	// request blocked since its arrival (see now). Owned by the request's
+	// goroutine; here to fit in upgraded's padding, which keeps call in
+	// its size class.
 	trusted bool
+	waited  bool
 	err     error // set with a wake-up that carries no assignment
 
 	// wake carries one token when a releaser assigned the call (version,
@@ -58,13 +60,25 @@ type call struct {
 	abortc chan struct{} // closed by abort; made only for a wait that needs it
 }
 
-// clientWatchDelay is how long a request waits for its app's answer before
-// it watches its client's context. Registering a callback on the context of
+// clientWatchDelay is how long at most (and at least half of it, see
+// armWatch) a request waits for its app's answer before it watches its
+// client's context. Registering a callback on the context of
 // every request costs four allocations and two locks; nearly every answer
 // comes sooner, and a client that left is noticed anyway when its answer is
 // written. A long poll, a slow page or a stream whose client left is
 // aborted, so the app sees it go, as http.Transport would.
 const clientWatchDelay = 100 * time.Millisecond
+
+// now returns the current time for a request about to be sent (the pool's
+// idle check, the client watch): its arrival, microseconds ago, while it has
+// not waited anywhere (at the gate, for a slot, for its body, in an earlier
+// attempt), which saves a clock read per request; else the clock.
+func (c *call) now() time.Time {
+	if c.waited || c.held > 0 {
+		return time.Now()
+	}
+	return c.arrival
+}
 
 // watchClient makes the client's leaving abort the request from now on.
 func (c *call) watchClient() {

@@ -67,6 +67,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 		p.writeError(w, r, c, err)
 		return
 	}
+	if body != nil {
+		c.waited = true // reading a body to buffer it can take long
+	}
 	// A client that leaves aborts its request, so that the app sees it go
 	// too (as with http.Transport): see call.watchClient.
 	defer c.unwatchClient()
@@ -88,7 +91,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 		}
 		// A request that cannot be sent again must not go out on a
 		// connection the app has closed: check a reused one first.
-		bc, reused, err := in.pool.get(!idempotent)
+		now := c.now()
+		bc, reused, err := in.pool.get(!idempotent, now)
 		if err == nil && !c.attach(bc) {
 			bc.close()
 			err = c.aborted()
@@ -102,10 +106,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 			}
 			// Nothing was sent (a *dialError): try another instance.
 			c.avoid = append(c.avoid, in)
+			c.waited = true
 			continue
 		}
 
-		res, err := c.send(bc, r, body, upType, w)
+		res, err := c.send(bc, r, body, upType, w, now)
 		releaseSlot()
 		if err == nil {
 			p.respond(w, r, c, bc, res, upType)
@@ -136,20 +141,22 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 			replays++
 		}
 		c.avoid = append(c.avoid, in)
+		c.waited = true
 	}
 }
 
 // send writes r on bc and reads the response head, passing interim 1xx
 // responses on to the client. A failure before the response head is an
-// *attemptError, unless the client's body could not be read.
-func (c *call) send(bc *backendConn, r *http.Request, body *replayBody, upType string, w http.ResponseWriter) (response, error) {
+// *attemptError, unless the client's body could not be read. now is the
+// current time (see call.now).
+func (c *call) send(bc *backendConn, r *http.Request, body *replayBody, upType string, w http.ResponseWriter, now time.Time) (response, error) {
 	rd, n := body.attempt()
 	bc.written = 0
 	bc.call = c
 	// Most answers come long before this; a request still waiting for its
 	// app then starts watching its client (see connReader).
 	if c.watchStop == nil {
-		bc.conn.SetReadDeadline(time.Now().Add(clientWatchDelay))
+		bc.armWatch(now)
 	}
 	var trailer http.Header
 	if n < 0 {

@@ -58,6 +58,9 @@ func equalFoldDash(s, lower string) bool {
 // unix socket's path, or "@"): such a client has no address. No
 // allocation but for a mapped address.
 func clientIP(remote string) (text string, ip netip.Addr, ok bool) {
+	if text, ip, ok := clientIPv4(remote); ok {
+		return text, ip, true
+	}
 	if ap, err := netip.ParseAddrPort(remote); err == nil {
 		ip, text = ap.Addr(), remote[:strings.LastIndexByte(remote, ':')]
 	} else {
@@ -80,6 +83,51 @@ func clientIP(remote string) (text string, ip netip.Addr, ok bool) {
 		text = ip.String()
 	}
 	return text, ip, true
+}
+
+// clientIPv4 is clientIP's fast path for what nearly every RemoteAddr is:
+// "a.b.c.d:port", in the strict form netip.ParseAddrPort accepts (decimal
+// octets without leading zeros, a port of at most 65535). ok is false for
+// anything else, which clientIP then parses in full.
+func clientIPv4(remote string) (text string, ip netip.Addr, ok bool) {
+	var a [4]byte
+	i := 0
+	for n := range 4 {
+		v, digits := 0, 0
+		for i < len(remote) && '0' <= remote[i] && remote[i] <= '9' && digits < 4 {
+			v = v*10 + int(remote[i]-'0')
+			i++
+			digits++
+		}
+		if digits == 0 || digits > 3 || v > 255 || digits > 1 && remote[i-digits] == '0' {
+			return "", netip.Addr{}, false
+		}
+		a[n] = byte(v)
+		sep := byte('.')
+		if n == 3 {
+			sep = ':'
+		}
+		if i == len(remote) || remote[i] != sep {
+			return "", netip.Addr{}, false
+		}
+		i++
+	}
+	text = remote[:i-1]
+	port := remote[i:]
+	if port == "" || len(port) > 5 {
+		return "", netip.Addr{}, false
+	}
+	v := 0
+	for j := 0; j < len(port); j++ {
+		if port[j] < '0' || port[j] > '9' {
+			return "", netip.Addr{}, false
+		}
+		v = v*10 + int(port[j]-'0')
+	}
+	if v > 65535 {
+		return "", netip.Addr{}, false
+	}
+	return text, netip.AddrFrom4(a), true
 }
 
 // trusts reports whether remote, a request's RemoteAddr, is inside one of

@@ -62,8 +62,9 @@ func newConnPool(v *version, t Target) *connPool {
 // get returns an idle connection (reused=true) or a new one. check asks for
 // a liveness probe of a reused connection first: worth a syscall for a
 // request that must not be sent on a connection the app already closed,
-// since it cannot be sent again. Errors are *dialError: nothing was sent.
-func (p *connPool) get(check bool) (bc *backendConn, reused bool, err error) {
+// since it cannot be sent again. now is the current time (see call.now).
+// Errors are *dialError: nothing was sent.
+func (p *connPool) get(check bool, now time.Time) (bc *backendConn, reused bool, err error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -79,7 +80,7 @@ func (p *connPool) get(check bool) (bc *backendConn, reused bool, err error) {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if time.Since(bc.idleSince) < idleConnTimeout && (!check || bc.alive()) {
+		if now.Sub(bc.idleSince) < idleConnTimeout && (!check || bc.alive(now)) {
 			return bc, true, nil
 		}
 		bc.close()
@@ -105,6 +106,7 @@ func (p *connPool) acquireSlot(c *call) bool {
 		return true
 	default:
 	}
+	c.waited = true
 	t := time.NewTimer(slotWait)
 	defer t.Stop()
 	select {
@@ -201,6 +203,10 @@ type backendConn struct {
 	call      *call // the request using the connection, while it does
 	aborted   atomic.Bool
 	idleSince time.Time
+	// watchAt is the read deadline set for the client watch (see armWatch
+	// and connReader); zero when none is set. Owned by the goroutine using
+	// the connection.
+	watchAt   time.Time
 	closeOnce sync.Once
 	// bodyDone reports the end of the attempt's body writer, when the body
 	// is written by a goroutine of its own (see inlineBodyMax); nil
@@ -256,10 +262,35 @@ func newBackendConn(p *connPool, conn net.Conn) *backendConn {
 	return bc
 }
 
+// armWatch makes a read that waits past about clientWatchDelay after now
+// (a request was just sent) time out, so that connReader starts the
+// request's client watch. Moving a deadline is a runtime timer change, a
+// measurable part of a request's cost (BENCHMARKS.md); so requests in a row
+// on one connection share a deadline, moved only once it is less than half
+// the delay ahead: the watch starts between clientWatchDelay/2 and
+// clientWatchDelay after a request was sent. A deadline that passed while
+// the connection was idle is moved too, so no request starts on a
+// connection whose deadline has passed.
+func (bc *backendConn) armWatch(now time.Time) {
+	if bc.watchAt.Sub(now) >= clientWatchDelay/2 {
+		return
+	}
+	bc.watchAt = now.Add(clientWatchDelay)
+	bc.conn.SetReadDeadline(bc.watchAt)
+}
+
+// clearWatch removes the client watch's read deadline.
+func (bc *backendConn) clearWatch() {
+	if !bc.watchAt.IsZero() {
+		bc.watchAt = time.Time{}
+		bc.conn.SetReadDeadline(time.Time{})
+	}
+}
+
 // connReader reads the connection for br. A read that times out on the
-// deadline send set (clientWatchDelay) means the app is slow to answer:
-// the request starts watching its client, and the read goes on without a
-// deadline. A timeout from an abort is returned as it is.
+// deadline armWatch set means the app is slow to answer: the request starts
+// watching its client, and the read goes on without a deadline. A timeout
+// from an abort is returned as it is.
 type connReader struct{ bc *backendConn }
 
 func (r connReader) Read(p []byte) (int, error) {
@@ -270,6 +301,7 @@ func (r connReader) Read(p []byte) (int, error) {
 			return n, err
 		}
 		bc.call.watchClient()
+		bc.watchAt = time.Time{}
 		bc.conn.SetReadDeadline(time.Time{})
 		// An abort between the check above and clearing the deadline
 		// must not be undone.
@@ -314,9 +346,15 @@ func (bc *backendConn) close() {
 // alive reports whether an idle connection can carry a request: the app has
 // not closed it and sent nothing unasked. It costs one non-blocking
 // MSG_PEEK read.
-func (bc *backendConn) alive() bool {
+func (bc *backendConn) alive(now time.Time) bool {
 	if bc.br.Buffered() > 0 {
 		return false
+	}
+	if !bc.watchAt.IsZero() && bc.watchAt.Sub(now) < clientWatchDelay/2 {
+		// A passed read deadline would fail the probe itself (Go's
+		// poller checks it before any read); send moves one this near
+		// anyway (armWatch).
+		bc.clearWatch()
 	}
 	sc, ok := bc.conn.(syscall.Conn)
 	if !ok {

@@ -120,6 +120,68 @@ func TestSlotWaitBounded(t *testing.T) {
 	}
 }
 
+// The client watch's read deadline is shared by the requests on a
+// connection and moved only when near; one that passed while the connection
+// sat idle neither fails the liveness probe nor the next request's reads.
+func TestPoolWatchDeadline(t *testing.T) {
+	ln, target := listenUnix(t, sockDir(t), "app.sock")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64)
+				for {
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+					io.WriteString(c, "ok")
+				}
+			}()
+		}
+	}()
+	v := newVersion("v1")
+	v.setTargetsLocked([]Target{target})
+	p := v.instances[0].pool
+	defer v.close()
+
+	bc, _, err := p.get(false, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	bc.armWatch(now)
+	first := bc.watchAt
+	bc.armWatch(now.Add(clientWatchDelay / 4))
+	if bc.watchAt != first {
+		t.Errorf("deadline moved for a request %s later", clientWatchDelay/4)
+	}
+	bc.armWatch(now.Add(clientWatchDelay * 3 / 4))
+	if bc.watchAt == first {
+		t.Errorf("deadline not moved for a request %s later", clientWatchDelay*3/4)
+	}
+
+	// A deadline in the past, as after an idle spell.
+	bc.clearWatch()
+	bc.armWatch(time.Now().Add(-time.Minute))
+	p.put(bc)
+	again, reused, err := p.get(true, time.Now())
+	if err != nil || again != bc || !reused {
+		t.Fatalf("after its watch deadline passed: reused %v, err %v", reused, err)
+	}
+	bc.armWatch(time.Now())
+	if _, err := bc.conn.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 2)
+	if _, err := io.ReadFull(bc.br, b); err != nil || string(b) != "ok" {
+		t.Errorf("read %q, %v; want ok", b, err)
+	}
+}
+
 // Idle connections older than idleConnTimeout are not reused, and an idle
 // connection the app closed fails the liveness check.
 func TestPoolReuseRules(t *testing.T) {
@@ -139,20 +201,20 @@ func TestPoolReuseRules(t *testing.T) {
 	p := v.instances[0].pool
 	defer v.close()
 
-	bc, reused, err := p.get(false)
+	bc, reused, err := p.get(false, time.Now())
 	if err != nil || reused {
 		t.Fatalf("first get: reused %v, err %v", reused, err)
 	}
 	peer := <-accepted
 	p.put(bc)
-	if again, reused, _ := p.get(true); again != bc || !reused {
+	if again, reused, _ := p.get(true, time.Now()); again != bc || !reused {
 		t.Fatal("a live idle connection was not reused")
 	}
 	p.put(bc)
 
 	peer.Close() // the app closes it while idle
 	time.Sleep(10 * time.Millisecond)
-	fresh, reused, err := p.get(true)
+	fresh, reused, err := p.get(true, time.Now())
 	if err != nil || reused || fresh == bc {
 		t.Fatalf("after the app closed the idle connection: reused %v, err %v", reused, err)
 	}
@@ -161,7 +223,7 @@ func TestPoolReuseRules(t *testing.T) {
 	p.mu.Lock()
 	p.idle = append(p.idle, fresh)
 	p.mu.Unlock()
-	if third, reused, _ := p.get(false); reused || third == fresh {
+	if third, reused, _ := p.get(false, time.Now()); reused || third == fresh {
 		t.Error("a connection idle past idleConnTimeout was reused")
 	}
 	if n := v.openConns(); n != 1 {

@@ -54,7 +54,9 @@ func readResponseHead(br *bufio.Reader, h http.Header, method string) (res respo
 		return res, true, err
 	}
 
-	var stack [32]headerField
+	// Room for the headers of nearly every response without an
+	// allocation; the array is zeroed per call, so not much bigger.
+	var stack [16]headerField
 	fields := stack[:0]
 	for rest != "" {
 		line, rest, _ = strings.Cut(rest, "\n")
@@ -68,14 +70,17 @@ func readResponseHead(br *bufio.Reader, h http.Header, method string) (res respo
 				return res, true, fmt.Errorf("%w: continuation line first", errMalformedResponse)
 			}
 			f := &fields[len(fields)-1]
-			f.v = f.v + " " + strings.Trim(line, " \t")
+			f.v = f.v + " " + trimOWS(line)
 			continue
 		}
 		k, v, ok := strings.Cut(line, ":")
-		if !ok || !validFieldName(k) {
+		if ok {
+			k, ok = canonicalFieldName(k)
+		}
+		if !ok {
 			return res, true, fmt.Errorf("%w: header line %q", errMalformedResponse, truncate(line))
 		}
-		fields = append(fields, headerField{textproto.CanonicalMIMEHeaderKey(k), strings.Trim(v, " \t")})
+		fields = append(fields, headerField{k, trimOWS(v)})
 	}
 
 	// The framing and connection headers first: they decide what else is
@@ -216,14 +221,21 @@ func readLongHead(br *bufio.Reader) (string, bool, error) {
 // included, or -1 when buf does not hold all of it yet. Lines end in CRLF,
 // or a bare LF from lenient apps.
 func headEnd(buf []byte) int {
-	end := -1
-	if i := bytes.Index(buf, []byte("\n\r\n")); i >= 0 {
-		end = i + 3
+	// One pass over the line ends: the body behind a head (in the same
+	// buffer) is not scanned.
+	for i := 0; ; {
+		j := bytes.IndexByte(buf[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		i += j + 1
+		if i < len(buf) && buf[i] == '\n' {
+			return i + 1
+		}
+		if i+1 < len(buf) && buf[i] == '\r' && buf[i+1] == '\n' {
+			return i + 2
+		}
 	}
-	if i := bytes.Index(buf, []byte("\n\n")); i >= 0 && (end < 0 || i+2 < end) {
-		end = i + 2
-	}
-	return end
 }
 
 // parseContentLength parses a Content-Length value: digits only (no sign,
@@ -266,20 +278,45 @@ func parseStatusLine(line string) (status int, close bool, err error) {
 	return status, proto == "HTTP/1.0", nil
 }
 
-// validFieldName reports whether k is a token (RFC 9110 5.1).
-func validFieldName(k string) bool {
+// canonicalFieldName returns k in canonical form
+// (textproto.CanonicalMIMEHeaderKey) and reports whether it is a valid
+// field name: a token (RFC 9110 5.1). An app's header names nearly always
+// come canonical already: one pass checks both and returns k itself.
+func canonicalFieldName(k string) (string, bool) {
 	if k == "" {
-		return false
+		return "", false
 	}
+	upper := true // the next letter must be upper case
+	canonical := true
 	for i := 0; i < len(k); i++ {
 		c := k[i]
 		if c >= 0x80 || !tokenTable[c] {
-			return false
+			return "", false
 		}
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			canonical = false
+		}
+		upper = c == '-'
 	}
-	return true
+	if !canonical {
+		return textproto.CanonicalMIMEHeaderKey(k), true
+	}
+	return k, true
 }
 
+// trimOWS removes the optional whitespace (spaces and tabs) around a field
+// value.
+func trimOWS(v string) string {
+	for v != "" && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for v != "" && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
+}
+
+// tokenTable marks the bytes of a token (RFC 9110 5.1).
 var tokenTable = func() (t [128]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true

@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
+	"net/textproto"
 	"reflect"
 	"strings"
 	"testing"
@@ -196,6 +198,55 @@ func BenchmarkReadResponseHead(b *testing.B) {
 		clear(h)
 		if _, _, err := readResponseHead(br, h, http.MethodGet); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestCanonicalFieldName(t *testing.T) {
+	for _, k := range []string{
+		"Content-Type", "content-type", "CONTENT-TYPE", "X-Request-Id", "X-Request-ID", "x", "X", "-", "a-",
+		"-a", "A--b", "Www-Authenticate", "x_forwarded_for", "X-1a", "1a-b", "Etag", "ETag", "~!#$%&'*+.^_`|",
+		"", "bad name", "bad\tname", "ümlaut", "content-type\x01", "Content:Type", "a\x7f",
+	} {
+		valid := k != ""
+		for _, c := range []byte(k) {
+			if c >= 0x80 || !tokenTable[c] {
+				valid = false
+			}
+		}
+		got, ok := canonicalFieldName(k)
+		if ok != valid || ok && got != textproto.CanonicalMIMEHeaderKey(k) {
+			t.Errorf("canonicalFieldName(%q) = %q, %v; want %q, %v", k, got, ok, textproto.CanonicalMIMEHeaderKey(k), valid)
+		}
+	}
+}
+
+func TestTrimOWS(t *testing.T) {
+	for _, v := range []string{"", " ", "\t", "a", " a", "a ", " \ta b\t ", "\t\t", "a\r", " \x00 "} {
+		if got, want := trimOWS(v), strings.Trim(v, " \t"); got != want {
+			t.Errorf("trimOWS(%q) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+// TestHeadEnd checks headEnd against the two searches it replaced.
+func TestHeadEnd(t *testing.T) {
+	ref := func(buf []byte) int {
+		end := -1
+		if i := bytes.Index(buf, []byte("\n\r\n")); i >= 0 {
+			end = i + 3
+		}
+		if i := bytes.Index(buf, []byte("\n\n")); i >= 0 && (end < 0 || i+2 < end) {
+			end = i + 2
+		}
+		return end
+	}
+	for _, s := range []string{
+		"", "\n", "\n\n", "\r\n", "\r\n\r\n", "\n\r", "\n\r\n", "a\r\nb\r\n\r\nbody\n\n", "a\nb\n\nc",
+		"HTTP/1.1 200 OK\r\nA: b\r\n\r", "HTTP/1.1 200 OK\r\nA: b\r\n", "x\n\r\r\n\n", "\r\n\n", "a\r\n\r\n\n\n",
+	} {
+		if got, want := headEnd([]byte(s)), ref([]byte(s)); got != want {
+			t.Errorf("headEnd(%q) = %d, want %d", s, got, want)
 		}
 	}
 }

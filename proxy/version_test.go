@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestPickRoundRobin(t *testing.T) {
@@ -53,7 +54,7 @@ func TestSetInstancePools(t *testing.T) {
 	if v.instances[0].pool == pool || len(v.ready) != 1 {
 		t.Errorf("restarted on a new target: pool unchanged or %d ready", len(v.ready))
 	}
-	_, _, err := pool.get(false)
+	_, _, err := pool.get(false, time.Now())
 	if de := (*dialError)(nil); !errors.As(err, &de) || !errors.Is(err, errDialSkipped) {
 		t.Errorf("dialing the replaced instance: %v, want a dialError", err)
 	}
@@ -83,7 +84,7 @@ func TestDialErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			v := newVersion("v1")
 			v.setTargetsLocked([]Target{tt.target})
-			_, _, err := v.instances[0].pool.get(false)
+			_, _, err := v.instances[0].pool.get(false, time.Now())
 			if de := (*dialError)(nil); !errors.As(err, &de) {
 				t.Fatalf("got %v (%T), want a *dialError", err, err)
 			}
@@ -109,7 +110,7 @@ func TestVersionClose(t *testing.T) {
 	}()
 	v := newVersion("v1")
 	v.setTargetsLocked([]Target{target})
-	bc, _, err := v.instances[0].pool.get(false)
+	bc, _, err := v.instances[0].pool.get(false, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +128,7 @@ func TestVersionClose(t *testing.T) {
 		t.Error("the app's side still reads after close")
 	}
 	bc.close() // again: harmless
-	if _, _, err := v.instances[0].pool.get(false); !errors.Is(err, errDialSkipped) {
+	if _, _, err := v.instances[0].pool.get(false, time.Now()); !errors.Is(err, errDialSkipped) {
 		t.Errorf("dial after close: %v, want errDialSkipped", err)
 	}
 }
