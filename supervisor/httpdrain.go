@@ -19,11 +19,15 @@ import (
 // says "Connection: close".
 const idleGrace = 250 * time.Millisecond
 
-// publicServer is the proxy's http.Server with what a hand-over needs:
+// publicServer is a public listener's server with what a hand-over needs:
 // http.Server.Shutdown closes idle keep-alive connections at once, racing
 // clients that reuse them, and SetKeepAlivesEnabled(false) does the same.
 // After handOver, every response closes its connection and idle
-// connections are closed only once quiet for idleGrace.
+// connections are closed only once quiet for idleGrace. proxy/front's
+// server (the plain listener) does that itself (front.Server.HandOver),
+// with no per-request bookkeeping; for net/http's (the TLS listener),
+// publicServer tracks every connection's state through ConnState and wraps
+// the handler.
 //
 // HTTP/2 connections (TLS listener) are never closed under a client: a
 // GOAWAY tells the client which streams were served and to open new ones
@@ -33,6 +37,7 @@ const idleGrace = 250 * time.Millisecond
 // connection at Shutdown.
 type publicServer struct {
 	srv      server
+	front    *front.Server // srv, when it is proxy/front's
 	ln       net.Listener
 	draining atomic.Bool
 
@@ -66,10 +71,8 @@ func newPublicServer(ln net.Listener, h http.Handler, srv *http.Server) *publicS
 // newFrontServer serves h on ln with proxy/front's server (the plain
 // listener): a leaner HTTP/1.x server, strict about what clients send.
 func newFrontServer(ln net.Listener, h http.Handler, srv *front.Server) *publicServer {
-	ps := &publicServer{srv: srv, ln: ln, conns: make(map[net.Conn]connState)}
-	srv.Handler = ps.wrap(h)
-	srv.ConnState = ps.track
-	return ps
+	srv.Handler = h
+	return &publicServer{srv: srv, front: srv, ln: ln}
 }
 
 // wrap makes every response close its connection once the server hands
@@ -117,6 +120,12 @@ func negotiatedH2(c net.Conn) bool {
 // left, Shutdown sends one to the rest and waits for their streams. At
 // ctx's end whatever is left is closed.
 func (ps *publicServer) handOver(ctx context.Context) {
+	if ps.front != nil {
+		ps.ln.Close() // Serve may not have registered it yet
+		ps.front.HandOver(ctx, idleGrace)
+		ps.front.Close()
+		return
+	}
 	ps.draining.Store(true)
 	ps.ln.Close()
 	tick := time.NewTicker(idleGrace / 5)

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/proxy/front"
 )
 
 // handoverPair is an old and a new publicServer accepting on one listening
@@ -27,7 +29,7 @@ type handoverPair struct {
 
 // newHandoverPair starts the old server, and the new one unless lazy (then
 // p.startNew does); wrap, if not nil, turns each raw listener into the one
-// served (TLS).
+// served (TLS, with net/http's server); without, proxy/front's serves.
 func newHandoverPair(t *testing.T, wrap func(net.Listener) net.Listener, protos *http.Protocols, lazy bool) *handoverPair {
 	t.Helper()
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
@@ -61,6 +63,10 @@ func newHandoverPair(t *testing.T, wrap func(net.Listener) net.Listener, protos 
 			p.served[i].Add(1)
 			fmt.Fprintf(w, "server %d over HTTP/%d\n", i, r.ProtoMajor)
 		})
+		if wrap == nil {
+			// The plain listener, served as the daemon serves it.
+			return newFrontServer(l, h, &front.Server{ReadHeaderTimeout: 5 * time.Second})
+		}
 		return newPublicServer(l, h, &http.Server{ReadHeaderTimeout: 5 * time.Second, Protocols: protos})
 	}
 	p.old, p.new = serve(0, raw), serve(1, dup)
@@ -300,5 +306,76 @@ func TestHandoverIdleConnections(t *testing.T) {
 		if n := cl.dials.Load(); n != 2 {
 			t.Errorf("%s client dialed %d times, want 2 (one per server)", cl.proto, n)
 		}
+	}
+}
+
+// The plain listener (proxy/front): an idle keep-alive connection is
+// closed once quiet for idleGrace, not at once, and the client's next
+// request goes to the new server on a new connection; one still busy at
+// the hand-over gets "Connection: close" with its response.
+func TestHandoverPlainIdleConnection(t *testing.T) {
+	p := newHandoverPair(t, nil, nil, true)
+	var dials atomic.Int64
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+	defer tr.CloseIdleConnections()
+	url := p.scheme + "://" + p.addr + "/"
+	get := func(path string) (string, bool) {
+		t.Helper()
+		res, err := c.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b)), res.Close
+	}
+	if got, _ := get(""); got != "server 0 over HTTP/1" {
+		t.Fatalf("before the hand-over: got %q", got)
+	}
+
+	// A second client is busy in /slow (on the old server, the only one
+	// accepting yet) when the hand-over starts.
+	slow := make(chan bool, 1)
+	go func() {
+		sc := &http.Client{Timeout: 5 * time.Second}
+		res, err := sc.Get(url + "slow")
+		if err != nil {
+			t.Error(err)
+			slow <- false
+			return
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		slow <- res.Close
+	}()
+	time.Sleep(200 * time.Millisecond) // the slow request is in its handler (1 s)
+	p.startNew()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	p.old.handOver(ctx)
+	took := time.Since(start)
+	if ctx.Err() != nil {
+		t.Fatalf("handOver ran to its deadline (%s): connections were left", took)
+	}
+	if took < idleGrace {
+		t.Errorf("handOver returned after %s: the idle connection was closed before idleGrace (%s)", took, idleGrace)
+	}
+	if closed := <-slow; !closed {
+		t.Error("the response in flight at the hand-over did not say Connection: close")
+	}
+	if got, _ := get(""); got != "server 1 over HTTP/1" {
+		t.Errorf("after the hand-over: got %q, want the new server", got)
+	}
+	if n := dials.Load(); n != 2 {
+		t.Errorf("client dialed %d times, want 2 (one per server)", n)
 	}
 }

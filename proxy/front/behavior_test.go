@@ -656,3 +656,40 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// A request whose handler watches its client keeps no read buffer while
+// it waits (a held request costs no 4 KiB), and its connection then serves
+// a next request sent later, which is read without one until it arrives.
+func TestWatchReleasesReadBuffer(t *testing.T) {
+	var s *Server
+	buffered := make(chan bool, 1)
+	s, addr := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/watch" {
+			r.Context().Done()
+			s.mu.Lock()
+			for c := range s.conns {
+				if c.inHandler && &c.req == r {
+					buffered <- c.br != nil // the handler's goroutine owns c.br
+				}
+			}
+			s.mu.Unlock()
+		}
+		io.WriteString(w, "ok "+r.URL.Path)
+	}), nil)
+
+	cl := dial(t, addr)
+	for range 2 {
+		cl.send("GET /watch HTTP/1.1\r\nHost: h\r\n\r\n")
+		if _, body := cl.get("GET"); body != "ok /watch" {
+			t.Fatalf("got %q", body)
+		}
+		if <-buffered {
+			t.Error("a watched request's connection kept its read buffer")
+		}
+		time.Sleep(20 * time.Millisecond) // the next request comes later
+	}
+	cl.send("GET /plain HTTP/1.1\r\nHost: h\r\n\r\n")
+	if _, body := cl.get("GET"); body != "ok /plain" {
+		t.Errorf("after the watched requests: got %q", body)
+	}
+}

@@ -32,7 +32,8 @@ type conn struct {
 	srv        *Server
 	rwc        net.Conn
 	remoteAddr string
-	state      atomic.Uint64 // http.ConnState | unix seconds of StateNew<<8
+	state      atomic.Uint64 // http.ConnState | tag<<8 (see setState)
+	idles      uint64        // times the connection went idle (its goroutine's)
 
 	br *bufio.Reader
 	bw *bufio.Writer // from writerPool during a response; nil between
@@ -49,12 +50,13 @@ type conn struct {
 	bgDone    chan struct{}
 	hasByte   bool
 	byteBuf   [1]byte
-	rdArmed   bool // a read deadline may be set on rwc
+	rdArmed   bool         // a read deadline may be set on rwc
+	rdUntil   time.Time    // with rdArmed, the deadline set; zero: unknown
+	watch     *clientWatch // the epoll watch of a waiting request (watch_linux.go)
 
 	broken atomic.Bool // a body or protocol failure: close after this response
 
 	ctx      *reqCtx
-	tmpl     http.Request // empty but for ctx: resets req between requests
 	req      http.Request
 	url      url.URL
 	hdr      http.Header
@@ -85,17 +87,23 @@ func (c *conn) newContext() {
 	c.mu.Lock()
 	c.ctx = x
 	c.mu.Unlock()
-	c.tmpl = *new(http.Request).WithContext(x)
 }
 
+// setState records st in c.state: the state in the low byte; above it, for
+// StateNew the unix second of the accept (see closeIdleConns), for
+// StateIdle how many times the connection went idle, so that HandOver can
+// tell a connection idle all along from one that served a request
+// meanwhile without reading the clock twice per request.
 func (c *conn) setState(st http.ConnState) {
-	// Only a new connection's age matters (see closeIdleConns): the
-	// other transitions, twice per request, skip the clock.
-	var since uint64
-	if st == http.StateNew {
-		since = uint64(time.Now().Unix())
+	var tag uint64
+	switch st {
+	case http.StateNew:
+		tag = uint64(time.Now().Unix())
+	case http.StateIdle:
+		c.idles++
+		tag = c.idles
 	}
-	c.state.Store(uint64(st) | since<<8)
+	c.state.Store(uint64(st) | tag<<8)
 	if hook := c.srv.ConnState; hook != nil {
 		hook(c.rwc, st)
 	}
@@ -124,10 +132,10 @@ func (c *conn) serve() {
 		c.setState(http.StateClosed)
 		c.srv.trackConn(c, false)
 		c.releaseWriter()
+		c.releaseReader()
 	}()
-	c.br = bufio.NewReaderSize(c, 4<<10)
-	c.rwc.SetReadDeadline(time.Now().Add(c.srv.readHeaderTimeout()))
-	c.rdArmed = true
+	c.restoreReader()
+	c.armReadDeadline(time.Now().Add(c.srv.readHeaderTimeout()))
 
 	for first := true; ; first = false {
 		got, err := c.readRequest(first)
@@ -154,7 +162,11 @@ func (c *conn) serve() {
 			return
 		}
 		c.setState(http.StateIdle)
-		if c.srv.inShutdown.Load() {
+		if c.srv.inShutdown.Load() && !c.srv.handingOver.Load() {
+			// Shutdown closes idle connections at once, as net/http.
+			// After HandOver, a connection whose last response did
+			// not say close waits for its next request (answered with
+			// Connection: close) or its grace period.
 			return
 		}
 	}
@@ -165,13 +177,22 @@ func (c *conn) serve() {
 // its first bytes arrive gets ReadHeaderTimeout from then (the first
 // request's runs from the accept).
 func (c *conn) readRequest(first bool) (got bool, err error) {
-	if !first && c.br.Buffered() == 0 && !c.hasByte {
-		c.rwc.SetReadDeadline(time.Now().Add(c.srv.idleTimeout()))
-		c.rdArmed = true
-		if _, err := c.br.Peek(1); err != nil {
+	if !first && (c.br == nil || c.br.Buffered() == 0) && !c.hasByte {
+		c.armIdleDeadline()
+		if c.br == nil {
+			// The buffer went back to the pool while the handler
+			// waited: wait for the next request without one, as
+			// a held request's connection (10,000 of them after a
+			// pause) would otherwise all take one at once.
+			if _, err := c.rwc.Read(c.byteBuf[:]); err != nil {
+				return false, err
+			}
+			c.hasByte = true
+		} else if _, err := c.br.Peek(1); err != nil {
 			return false, err
 		}
 	}
+	c.restoreReader()
 	if first {
 		if _, err := c.br.Peek(1); err != nil {
 			return false, err
@@ -186,6 +207,27 @@ func (c *conn) readRequest(first bool) (got bool, err error) {
 	}
 	c.fields = c.head.fields
 	return true, c.buildRequest()
+}
+
+// armReadDeadline sets rwc's read deadline to t.
+func (c *conn) armReadDeadline(t time.Time) {
+	c.rwc.SetReadDeadline(t)
+	c.rdArmed, c.rdUntil = true, t
+}
+
+// armIdleDeadline makes sure the wait for the next request ends no sooner
+// than IdleTimeout from now and no later than 9/8 of it. Setting a
+// deadline costs a runtime timer change (and a clock read); a keep-alive
+// connection serving request after request keeps the one it set last
+// until it is less than IdleTimeout away, so it sets one per IdleTimeout/8
+// instead of one per request.
+func (c *conn) armIdleDeadline() {
+	now := time.Now()
+	idle := c.srv.idleTimeout()
+	if left := c.rdUntil.Sub(now); c.rdArmed && !c.rdUntil.IsZero() && left >= idle && left <= idle+idle/8 {
+		return
+	}
+	c.armReadDeadline(now.Add(idle + idle/8))
 }
 
 // readHead returns the next request head, without its final empty line,
@@ -239,8 +281,7 @@ func (c *conn) readHead(first bool) (string, error) {
 		if !deadlineSet {
 			// The head did not come in one piece: from its first byte,
 			// it has ReadHeaderTimeout to complete.
-			c.rwc.SetReadDeadline(time.Now().Add(c.srv.readHeaderTimeout()))
-			c.rdArmed = true
+			c.armReadDeadline(time.Now().Add(c.srv.readHeaderTimeout()))
 			deadlineSet = true
 		}
 		if len(buf) == br.Size() {
@@ -308,7 +349,10 @@ func (sc *headScanner) scan(buf []byte) (int, error) {
 func (c *conn) buildRequest() error {
 	h := &c.head
 	r := &c.req
-	*r = c.tmpl
+	// An empty request with the context: WithContext is inlined and its
+	// copy stays on the stack, so this allocates nothing, and the
+	// connection keeps no template request (304 bytes) for it.
+	*r = *(&http.Request{}).WithContext(c.ctx)
 	r.Method = h.method
 	r.RequestURI = h.target
 	r.Proto, r.ProtoMajor, r.ProtoMinor = h.proto, 1, h.minor
@@ -326,7 +370,10 @@ func (c *conn) buildRequest() error {
 	hdr := c.hdr
 	clear(hdr)
 	if cap(c.vals) < len(h.fields) {
-		c.vals = make([]string, len(h.fields)+8)
+		// Room for a few more on the connection's later requests;
+		// sized to this head, so that a held request with a short
+		// head keeps a short slice.
+		c.vals = make([]string, len(h.fields)+len(h.fields)/2+2)
 	}
 	vals := c.vals[:len(h.fields)]
 	for i, f := range h.fields {
@@ -514,6 +561,30 @@ func (c *conn) bodyEOF() {
 	c.bodyDone = true
 	c.startBackgroundReadLocked()
 	c.mu.Unlock()
+}
+
+// readerPool holds the connections' 4 KiB read buffers. A connection
+// gives its buffer back while its handler waits with nothing buffered (see
+// startBackgroundReadLocked) and when it closes.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+
+// releaseReader gives c's read buffer back to the pool. Only when nothing
+// is buffered (or the connection is done), and only by the goroutine that
+// owns c.br then.
+func (c *conn) releaseReader() {
+	if c.br != nil {
+		c.br.Reset(nil)
+		readerPool.Put(c.br)
+		c.br = nil
+	}
+}
+
+// restoreReader gives c a read buffer if it has none.
+func (c *conn) restoreReader() {
+	if c.br == nil {
+		c.br = readerPool.Get().(*bufio.Reader)
+		c.br.Reset(c)
+	}
 }
 
 func (c *conn) releaseWriter() {

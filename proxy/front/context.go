@@ -146,22 +146,28 @@ func (c *conn) wantBackgroundRead(x *reqCtx) {
 	c.startBackgroundReadLocked()
 }
 
-// startBackgroundReadLocked starts the 1-byte read that tells the client
-// left, if it is wanted and the connection is free: in a handler, its body
-// read, not hijacked, and nothing of a next request buffered (a client that
+// startBackgroundReadLocked starts watching for the client leaving, if
+// that is wanted and the connection is free: in a handler, its body read,
+// not hijacked, and nothing of a next request buffered (a client that
 // pipelined is still there; net/http does not treat its bytes as leaving
-// either). Called with c.mu held.
+// either). With nothing buffered, the read buffer goes back to the pool
+// until the handler returns: a held request keeps none. Called with c.mu
+// held.
 func (c *conn) startBackgroundReadLocked() {
 	if !c.bgWanted || c.bgRunning || !c.inHandler || !c.bodyDone || c.hasByte || c.br.Buffered() > 0 {
 		return
 	}
+	c.releaseReader()
+	c.bgRunning = true
+	if c.watch = startClientWatch(c, c.ctx); c.watch != nil {
+		return
+	}
 	// A head read in one go leaves the idle deadline armed (see
-	// readRequest); the watch must outlive it.
+	// readRequest); the read must outlive it.
 	if c.rdArmed {
 		c.rwc.SetReadDeadline(time.Time{})
 		c.rdArmed = false
 	}
-	c.bgRunning = true
 	c.bgDone = make(chan struct{})
 	go c.backgroundRead(c.ctx, c.bgDone)
 }
@@ -182,13 +188,21 @@ func (c *conn) backgroundRead(x *reqCtx, done chan struct{}) {
 	close(done)
 }
 
-// stopBackgroundRead ends the handler phase: no background read starts
-// any more, and one running is interrupted and waited for, so the
-// connection is the server's (or a hijacker's) alone again. A byte it read
-// stays in c.byteBuf for the next parse.
+// stopBackgroundRead ends the handler phase: no watch starts any more,
+// one registered is ended, and a background read running is interrupted
+// and waited for, so the connection is the server's (or a hijacker's)
+// alone again. A byte the read took stays in c.byteBuf for the next parse.
+// The read buffer, if it went back to the pool, is taken again only when
+// the next request's first byte is in (see readRequest).
 func (c *conn) stopBackgroundRead() {
 	c.mu.Lock()
 	c.inHandler = false
+	if cw := c.watch; cw != nil {
+		c.watch, c.bgRunning = nil, false
+		c.mu.Unlock()
+		cw.stop()
+		return
+	}
 	if !c.bgRunning {
 		c.mu.Unlock()
 		return

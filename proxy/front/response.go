@@ -445,6 +445,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c := w.c
 	w.noContinue()
 	c.stopBackgroundRead()
+	c.restoreReader()
 	if c.hasByte {
 		// Move the background read's byte into the reader, where the
 		// hijacker looks for early bytes.
@@ -471,7 +472,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func (w *response) SetReadDeadline(t time.Time) error {
 	w.c.mu.Lock()
 	defer w.c.mu.Unlock()
-	w.c.rdArmed = true // cleared before the next request either way
+	w.c.rdArmed, w.c.rdUntil = true, time.Time{} // re-armed before the next request either way
 	return w.c.rwc.SetReadDeadline(t)
 }
 

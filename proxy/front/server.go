@@ -29,7 +29,9 @@ type Server struct {
 	// DefaultReadHeaderTimeout.
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout bounds the wait for the first byte of a keep-alive
-	// connection's next request. 0: DefaultIdleTimeout.
+	// connection's next request: the connection is closed after between
+	// IdleTimeout and 9/8 of it (see armIdleDeadline). 0:
+	// DefaultIdleTimeout.
 	IdleTimeout time.Duration
 	// MaxHeaderBytes bounds a request line and its headers; a longer head
 	// gets 431 and the connection is closed. 0: DefaultMaxHeaderBytes.
@@ -41,11 +43,12 @@ type Server struct {
 	// Error. nil: slog.Default().
 	Logger *slog.Logger
 
-	mu         sync.Mutex
-	listeners  map[*net.Listener]struct{}
-	conns      map[*conn]struct{}
-	inShutdown atomic.Bool
-	connsDone  chan struct{} // closed when conns empties during a shutdown; made on demand
+	mu          sync.Mutex
+	listeners   map[*net.Listener]struct{}
+	conns       map[*conn]struct{}
+	inShutdown  atomic.Bool
+	handingOver atomic.Bool
+	connsDone   chan struct{} // closed when conns empties during a shutdown; made on demand
 }
 
 // Serve accepts connections on l and serves each in its own goroutine. It
@@ -124,6 +127,78 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			timer.Reset(wait)
 		}
 	}
+}
+
+// HandOver ends the server after another process took over its
+// listening sockets (a daemon upgrade: the new process accepts on the same
+// sockets), without closing a connection under a client that may be
+// sending its next request on it right now, which Shutdown does to idle
+// keep-alive connections. It closes the listeners; from then on every
+// response carries "Connection: close" and its connection is closed after
+// it; a connection idle for at least grace is closed (a client about to
+// reuse it is less likely the longer it has been quiet), as is one that
+// never sent a byte in 5 s. It returns once no connection is left, or at
+// ctx's end, when it closes what is left, with ctx's error. Hijacked
+// connections are the handler's, as with Shutdown.
+//
+// It needs no per-request bookkeeping: every grace/5 it samples each
+// connection's state word, which counts the times the connection went
+// idle, and closes those seen idle with the same count for grace.
+func (s *Server) HandOver(ctx context.Context, grace time.Duration) error {
+	s.handingOver.Store(true)
+	s.inShutdown.Store(true)
+	lnerr := s.closeListeners()
+	tick := time.NewTicker(max(grace/5, time.Millisecond))
+	defer tick.Stop()
+	seen := make(map[*conn]idleMark)
+	for {
+		if s.closeQuietConns(seen, grace) {
+			return lnerr
+		}
+		select {
+		case <-ctx.Done():
+			s.Close()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// idleMark is when HandOver first saw a connection idle, with its state
+// word then.
+type idleMark struct {
+	state uint64
+	at    time.Time
+}
+
+// closeQuietConns closes the connections idle for grace (per seen) or
+// silent since their accept for 5 s, and reports whether none is left.
+func (s *Server) closeQuietConns(seen map[*conn]idleMark, grace time.Duration) bool {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range seen {
+		if _, ok := s.conns[c]; !ok {
+			delete(seen, c)
+		}
+	}
+	for c := range s.conns {
+		v := c.state.Load()
+		switch st := http.ConnState(v & 0xff); {
+		case st == http.StateNew && time.Unix(int64(v>>8), 0).Before(now.Add(-5*time.Second)):
+			c.rwc.Close()
+		case st == http.StateIdle:
+			m, ok := seen[c]
+			if !ok || m.state != v {
+				seen[c] = idleMark{state: v, at: now}
+			} else if now.Sub(m.at) >= grace {
+				c.rwc.Close()
+			}
+		default:
+			delete(seen, c)
+		}
+	}
+	return len(s.conns) == 0
 }
 
 // Close closes the listeners and every connection that is not hijacked at

@@ -1,0 +1,184 @@
+//go:build linux
+
+package front
+
+import (
+	"sync"
+	"syscall"
+)
+
+// clientWatch watches one waiting request's connection for its client
+// leaving without a goroutine of its own: the connection is registered,
+// one-shot, in an epoll set that a single goroutine per process waits on.
+// Holding 10,000 requests then costs no 10,000 goroutines blocked in a
+// read (each with its stack, at least 2 KiB, and its g), and nothing is
+// read: the connection's buffer can go back to the pool while the handler
+// waits.
+//
+// When the connection becomes readable the watcher peeks at it
+// (MSG_PEEK, so nothing is taken from the next request): end of stream or
+// an error means the client left and the request's context is cancelled;
+// data means the client pipelined its next request and is still there (the
+// watch ends, as net/http's background read does after one byte).
+type clientWatch struct {
+	x  *reqCtx
+	rc syscall.RawConn
+	id uint64
+}
+
+// epoller is the process's epoll set of watched connections.
+type epoller struct {
+	fd int
+
+	mu      sync.Mutex
+	running bool // the wait loop runs
+	failed  bool // epoll_wait failed: watch with goroutines from now on
+	next    uint64
+	watches map[uint64]*clientWatch
+}
+
+// watchEvents: readable, peer closed, one shot (re-armed on a spurious
+// wake-up). EPOLLERR and EPOLLHUP are always reported.
+const watchEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+
+// watchIdleExit is how long the wait loop outlives the last watch, in
+// milliseconds: a daemon with nothing held keeps no thread in epoll_wait.
+const watchIdleExit = 1000
+
+var theEpoller = sync.OnceValue(func() *epoller {
+	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil
+	}
+	return &epoller{fd: fd, watches: make(map[uint64]*clientWatch)}
+})
+
+// startClientWatch starts watching c's connection for x's client leaving.
+// It returns nil when it cannot (not a socket, no epoll): the caller then
+// watches with a blocking read.
+func startClientWatch(c *conn, x *reqCtx) *clientWatch {
+	sc, ok := c.rwc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	ep := theEpoller()
+	if ep == nil {
+		return nil
+	}
+	cw := &clientWatch{x: x, rc: rc}
+	ep.mu.Lock()
+	if ep.failed {
+		ep.mu.Unlock()
+		return nil
+	}
+	ep.next++
+	cw.id = ep.next
+	ep.watches[cw.id] = cw
+	if !ep.running {
+		ep.running = true
+		go ep.loop()
+	}
+	ep.mu.Unlock()
+
+	var addErr error
+	err = rc.Control(func(fd uintptr) {
+		ev := syscall.EpollEvent{Events: watchEvents, Fd: int32(uint32(cw.id)), Pad: int32(uint32(cw.id >> 32))}
+		addErr = syscall.EpollCtl(ep.fd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	if err != nil || addErr != nil {
+		ep.forget(cw)
+		return nil
+	}
+	return cw
+}
+
+// stop ends the watch. After it returns the watcher may still be checking
+// the connection (a peek, harmless) and may still cancel x, which the
+// server replaces anyway once its handler returned.
+func (cw *clientWatch) stop() {
+	ep := theEpoller()
+	ep.forget(cw)
+	// Control fails once the connection is closed: the kernel dropped the
+	// registration with the socket, and the descriptor's number may
+	// belong to another connection by now, so it must not be touched.
+	cw.rc.Control(func(fd uintptr) {
+		syscall.EpollCtl(ep.fd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+	})
+}
+
+func (ep *epoller) forget(cw *clientWatch) {
+	ep.mu.Lock()
+	delete(ep.watches, cw.id)
+	ep.mu.Unlock()
+}
+
+func (ep *epoller) loop() {
+	var events [64]syscall.EpollEvent
+	for {
+		n, err := syscall.EpollWait(ep.fd, events[:], watchIdleExit)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			// Not expected on a valid epoll descriptor. Requests watched
+			// now are no longer (they still end at their queue timeout);
+			// later ones are watched with goroutines.
+			ep.mu.Lock()
+			ep.failed, ep.running = true, false
+			ep.mu.Unlock()
+			return
+		}
+		for _, ev := range events[:n] {
+			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			ep.mu.Lock()
+			cw := ep.watches[id]
+			ep.mu.Unlock()
+			if cw != nil {
+				ep.check(cw)
+			}
+		}
+		if n == 0 {
+			ep.mu.Lock()
+			if len(ep.watches) == 0 {
+				ep.running = false
+				ep.mu.Unlock()
+				return
+			}
+			ep.mu.Unlock()
+		}
+	}
+}
+
+// check looks at a connection that became readable.
+func (ep *epoller) check(cw *clientWatch) {
+	var gone, again bool
+	err := cw.rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case err == syscall.EAGAIN || err == syscall.EINTR:
+			// Nothing after all: watch on. A stop meanwhile deleted the
+			// registration, and then this fails with ENOENT.
+			again = true
+			ev := syscall.EpollEvent{Events: watchEvents, Fd: int32(uint32(cw.id)), Pad: int32(uint32(cw.id >> 32))}
+			syscall.EpollCtl(ep.fd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
+		case err != nil || n == 0:
+			gone = true // reset, or end of stream
+		}
+	})
+	if err != nil {
+		// The server closed the connection: not the client's doing.
+		ep.forget(cw)
+		return
+	}
+	if !again {
+		ep.forget(cw)
+	}
+	if gone {
+		cw.x.cancel()
+	}
+}

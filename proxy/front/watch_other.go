@@ -1,0 +1,11 @@
+//go:build !linux
+
+package front
+
+// clientWatch is Linux only (watch_linux.go); elsewhere a waiting request's
+// client is watched by a goroutine blocked in a 1-byte read.
+type clientWatch struct{}
+
+func startClientWatch(*conn, *reqCtx) *clientWatch { return nil }
+
+func (*clientWatch) stop() {}
