@@ -67,14 +67,24 @@ type backend struct {
 	// maxBody is opts.MaxBody, read without the lock by every request.
 	maxBody atomic.Int64
 
-	mu         sync.Mutex
-	opts       AppOptions // with defaults applied
-	paused     bool
-	removed    bool
-	serving    *version
-	versions   []*version // in Serve order; retiring ones until their Retire returns
-	queue      callList   // held requests, in arrival order
-	backingOff int        // requests between retries (see backoff), counted as held
+	mu       sync.Mutex
+	opts     AppOptions // with defaults applied
+	paused   bool
+	removed  bool
+	serving  *version
+	versions []*version // in Serve order; retiring ones until their Retire returns
+	queue    callList   // held requests, in arrival order
+	// expiry ends held requests at their deadline: one timer per app, set
+	// for the earliest deadline in the queue, instead of one per request
+	// (a held request then costs no timer). expiryAt is when it fires;
+	// zero when it is not set.
+	expiry   *time.Timer
+	expiryAt time.Time
+	// unorderedUntil: until then, deadlines in the queue may not follow
+	// arrival order, because queue_timeout was lowered while requests were
+	// held or in flight (see expireLocked).
+	unorderedUntil time.Time
+	backingOff     int // requests between retries (see backoff), counted as held
 	// changed is closed and replaced on every change that may let a request
 	// through (Serve, SetInstance, Release, RemoveApp): requests backing off
 	// wait on it.
@@ -103,7 +113,13 @@ func (b *backend) heldLocked() int { return b.queue.n + b.backingOff }
 func (b *backend) setOptions(o AppOptions) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	old := b.opts.QueueTimeout
 	b.opts = o.withDefaults()
+	if b.opts.QueueTimeout < old {
+		// Requests admitted under the old timeout keep their deadlines:
+		// for as long as that, a later arrival may expire first.
+		b.unorderedUntil = time.Now().Add(old)
+	}
 	b.maxBody.Store(b.opts.MaxBody)
 	b.removed = false
 }

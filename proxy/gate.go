@@ -63,6 +63,7 @@ func (b *backend) acquire(c *call) (*version, *instance, error) {
 			c.wake = make(chan struct{}, 1)
 		}
 		b.queue.insertByArrival(c)
+		b.armExpiryLocked(c.deadline)
 		b.mu.Unlock()
 		return b.wait(c)
 	}
@@ -71,24 +72,21 @@ func (b *backend) acquire(c *call) (*version, *instance, error) {
 // wait blocks while c is in the queue. A releaser that takes c out of the
 // queue has already assigned it (or failed it), so a woken request never
 // finds the gate closed again and never spins.
+//
+// Its deadline passing is a wake-up too: the app's expiry timer takes it
+// out of the queue with ErrQueueTimeout (expireLocked).
 func (b *backend) wait(c *call) (*version, *instance, error) {
 	defer func(start time.Time) { c.held += time.Since(start) }(time.Now())
-	timer := time.NewTimer(time.Until(c.deadline))
-	defer timer.Stop()
 	var err error
 	select {
 	case <-c.wake:
 		return c.takeAssignment()
 	case <-c.client.Done():
 		err = c.client.Err()
-	case <-timer.C:
 	}
 	b.mu.Lock()
 	if c.list == &b.queue {
 		b.queue.remove(c)
-		if err == nil {
-			err = b.timeoutErrorLocked()
-		}
 		b.mu.Unlock()
 		return nil, nil, err
 	}
@@ -162,6 +160,67 @@ func (b *backend) releaseLocked() {
 		v.registerLocked(c, in)
 		c.wake <- struct{}{}
 	}
+}
+
+// armExpiryLocked makes the expiry timer fire by deadline, the deadline of
+// a request just queued.
+func (b *backend) armExpiryLocked(deadline time.Time) {
+	if !b.expiryAt.IsZero() && !deadline.Before(b.expiryAt) {
+		return
+	}
+	b.expiryAt = deadline
+	d := time.Until(deadline)
+	if b.expiry == nil {
+		b.expiry = time.AfterFunc(d, b.expire)
+	} else {
+		b.expiry.Reset(d)
+	}
+}
+
+// expire is the expiry timer's function.
+func (b *backend) expire() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.expireLocked(time.Now())
+}
+
+// expireLocked ends the held requests whose deadline has passed with
+// ErrQueueTimeout, and sets the timer for the next deadline. Deadlines are
+// arrival + queue_timeout and the queue is in arrival order, so they are
+// the first ones: O(1) each. Only for a while after queue_timeout was
+// lowered may a later one expire first; then the whole queue is looked at.
+func (b *backend) expireLocked(now time.Time) {
+	b.expiryAt = time.Time{}
+	var next time.Time
+	if now.Before(b.unorderedUntil) {
+		for c := b.queue.head; c != nil; {
+			after := c.next
+			if !now.Before(c.deadline) {
+				b.timeoutLocked(c)
+			} else if next.IsZero() || c.deadline.Before(next) {
+				next = c.deadline
+			}
+			c = after
+		}
+	} else {
+		for c := b.queue.head; c != nil && !now.Before(c.deadline); c = b.queue.head {
+			b.timeoutLocked(c)
+		}
+		if h := b.queue.head; h != nil {
+			next = h.deadline
+		}
+	}
+	if !next.IsZero() {
+		b.armExpiryLocked(next)
+	}
+}
+
+// timeoutLocked takes c, whose deadline passed, out of the queue and wakes
+// it with ErrQueueTimeout.
+func (b *backend) timeoutLocked(c *call) {
+	b.queue.remove(c)
+	c.err = b.timeoutErrorLocked()
+	c.wake <- struct{}{}
 }
 
 // failQueueLocked ends every held request with err.

@@ -225,3 +225,51 @@ func TestReleaseInArrivalOrderAndFast(t *testing.T) {
 		}
 	}
 }
+
+// One expiry timer per app ends held requests at their own deadlines, in
+// order, also when queue_timeout was lowered while some were held: those
+// keep their longer deadline, later arrivals get the shorter one.
+func TestQueueTimeoutsOneTimer(t *testing.T) {
+	f := newFixture(t, AppOptions{QueueTimeout: 600 * time.Millisecond})
+	f.p.Serve("web", "v1", []Target{startBackend(t, text("ok"))})
+	f.p.Hold("web")
+
+	type answer struct {
+		status int
+		after  time.Duration
+	}
+	get := func() <-chan answer {
+		ch := make(chan answer, 1)
+		start := time.Now()
+		go func() {
+			r := <-f.goGet(context.Background(), "/")
+			ch <- answer{r.status, time.Since(start)}
+		}()
+		return ch
+	}
+	var early []<-chan answer // arrive under the 600ms timeout
+	for range 20 {
+		early = append(early, get())
+	}
+	waitFor(t, "20 held requests", func() bool { return f.p.Stats("web").Held == 20 })
+	f.p.SetApp("web", AppOptions{QueueTimeout: 150 * time.Millisecond})
+	var late []<-chan answer // arrive under the 150ms timeout
+	for range 20 {
+		late = append(late, get())
+	}
+	for i, ch := range late {
+		a := <-ch
+		if a.status != http.StatusServiceUnavailable || a.after < 150*time.Millisecond || a.after > 500*time.Millisecond {
+			t.Errorf("late request %d: %d after %v, want 503 after about 150ms", i, a.status, a.after)
+		}
+	}
+	for i, ch := range early {
+		a := <-ch
+		if a.status != http.StatusServiceUnavailable || a.after < 600*time.Millisecond {
+			t.Errorf("early request %d: %d after %v, want 503 after at least 600ms", i, a.status, a.after)
+		}
+	}
+	if held := f.p.Stats("web").Held; held != 0 {
+		t.Errorf("held after every timeout = %d, want 0", held)
+	}
+}
