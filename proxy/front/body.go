@@ -43,14 +43,13 @@ type body struct {
 	c  *conn
 	mu sync.Mutex
 
-	chunked   bool
-	remain    int64 // Content-Length: bytes left; chunked: bytes left in the current chunk
-	inChunk   bool  // chunked: inside a chunk's data (or its CRLF when remain == 0)
-	extBytes  int
-	sawEOF    bool
-	closed    bool // the handler closed it or returned
-	err       error
-	bytesRead int64
+	chunked  bool
+	inChunk  bool // chunked: inside a chunk's data (or its CRLF when remain == 0)
+	sawEOF   bool
+	closed   bool  // the handler closed it or returned
+	remain   int64 // Content-Length: bytes left; chunked: bytes left in the current chunk
+	extBytes int
+	err      error
 }
 
 // reset prepares b for a request's body; none when !chunked && n == 0.
@@ -109,7 +108,6 @@ func (b *body) readLocked(p []byte) (int, error) {
 	} else {
 		n, err = b.readFixed(p)
 	}
-	b.bytesRead += int64(n)
 	switch {
 	case err == io.EOF:
 		b.sawEOF = true

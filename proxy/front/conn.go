@@ -40,31 +40,31 @@ type conn struct {
 
 	// The handler phase and the background read (see context.go).
 	// Guarded by mu while a handler runs; the connection's goroutine owns
-	// them between requests.
+	// them between requests. The one-byte fields sit together after mu:
+	// the struct stays in a smaller allocation size class (see
+	// TestConnSize).
 	mu        sync.Mutex
+	broken    atomic.Bool // a body or protocol failure: close after this response
 	inHandler bool
 	bodyDone  bool
 	bgWanted  bool
 	bgRunning bool
 	bgAbort   bool
-	bgDone    chan struct{}
 	hasByte   bool
 	byteBuf   [1]byte
-	rdArmed   bool         // a read deadline may be set on rwc
+	rdArmed   bool // a read deadline may be set on rwc
+	expect    bool // the request expects 100-continue (see serveRequest)
+	bgDone    chan struct{}
 	rdUntil   time.Time    // with rdArmed, the deadline set; zero: unknown
 	watch     *clientWatch // the epoll watch of a waiting request (watch_linux.go)
-
-	broken atomic.Bool // a body or protocol failure: close after this response
 
 	ctx      *reqCtx
 	req      http.Request
 	url      url.URL
 	hdr      http.Header
 	vals     []string
-	head     reqHead
-	fields   []field
-	prevHead string // the last head's text, reused when the next is identical
-	bigHead  []byte // a head larger than br's buffer
+	fields   []field // parseHead's, reused
+	prevHead string  // the last head's text, reused when the next is identical
 	body     body
 	rw       response
 }
@@ -76,7 +76,6 @@ func newConn(s *Server, rwc net.Conn) *conn {
 	}
 	c.body.c = c
 	c.rw.c = c
-	c.rw.header = make(http.Header, 8)
 	c.newContext()
 	return c
 }
@@ -202,11 +201,16 @@ func (c *conn) readRequest(first bool) (got bool, err error) {
 	if err != nil {
 		return true, err
 	}
-	if err := parseHead(s, &c.head, c.fields); err != nil {
+	// The parsed head is needed only to build the request: it lives on
+	// this frame, not in the connection (which a held request keeps).
+	var h reqHead
+	err = parseHead(s, &h, c.fields)
+	c.fields = h.fields
+	if err != nil {
 		return true, err
 	}
-	c.fields = c.head.fields
-	return true, c.buildRequest()
+	c.expect = h.expectContinue
+	return true, c.buildRequest(&h)
 }
 
 // armReadDeadline sets rwc's read deadline to t.
@@ -240,7 +244,7 @@ func (c *conn) readHead(first bool) (string, error) {
 	limit := c.srv.maxHeaderBytes()
 	deadlineSet := first
 	var sc headScanner
-	c.bigHead = c.bigHead[:0]
+	var bigHead []byte // a head longer than br's buffer
 	for {
 		if _, err := br.Peek(1); err != nil {
 			return "", err
@@ -259,13 +263,13 @@ func (c *conn) readHead(first bool) (string, error) {
 			sc = headScanner{skipped: sc.skipped}
 			continue
 		case end > 0:
-			if len(c.bigHead)+end > limit {
+			if len(bigHead)+end > limit {
 				return "", errTooLarge
 			}
 			var s string
-			if len(c.bigHead) > 0 {
-				c.bigHead = append(c.bigHead, buf[:end]...)
-				s = string(c.bigHead[:len(c.bigHead)-2])
+			if len(bigHead) > 0 {
+				bigHead = append(bigHead, buf[:end]...)
+				s = string(bigHead[:len(bigHead)-2])
 			} else if h := buf[:end-2]; string(h) == c.prevHead {
 				s = c.prevHead
 			} else {
@@ -275,7 +279,7 @@ func (c *conn) readHead(first bool) (string, error) {
 			br.Discard(end)
 			return s, nil
 		}
-		if len(c.bigHead)+len(buf) > limit {
+		if len(bigHead)+len(buf) > limit {
 			return "", errTooLarge
 		}
 		if !deadlineSet {
@@ -287,7 +291,7 @@ func (c *conn) readHead(first bool) (string, error) {
 		if len(buf) == br.Size() {
 			// Longer than the buffer: collect it, and scan what follows
 			// as a new piece.
-			c.bigHead = append(c.bigHead, buf...)
+			bigHead = append(bigHead, buf...)
 			br.Discard(len(buf))
 			sc.off = 0
 			continue
@@ -344,10 +348,9 @@ func (sc *headScanner) scan(buf []byte) (int, error) {
 	}
 }
 
-// buildRequest makes c.req from c.head, reusing the connection's request,
+// buildRequest makes c.req from h, reusing the connection's request,
 // URL, Header map and value slices.
-func (c *conn) buildRequest() error {
-	h := &c.head
+func (c *conn) buildRequest(h *reqHead) error {
 	r := &c.req
 	// An empty request with the context: WithContext is inlined and its
 	// copy stays on the stack, so this allocates nothing, and the
@@ -355,7 +358,10 @@ func (c *conn) buildRequest() error {
 	*r = *(&http.Request{}).WithContext(c.ctx)
 	r.Method = h.method
 	r.RequestURI = h.target
-	r.Proto, r.ProtoMajor, r.ProtoMinor = h.proto, 1, h.minor
+	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, int(h.minor)
+	if h.minor == 0 {
+		r.Proto = "HTTP/1.0"
+	}
 	r.RemoteAddr = c.remoteAddr
 	r.Close = h.close
 	if err := c.parseURL(h.method, h.target); err != nil {
@@ -491,7 +497,7 @@ var pathSafe = func() (t [256]bool) {
 func (c *conn) serveRequest() (keep, hijacked bool) {
 	r := &c.req
 	c.rw.reset(r.Method == http.MethodHead)
-	if c.head.expectContinue {
+	if c.expect {
 		c.rw.expect = true
 		c.rw.canWriteContinue.Store(true)
 	}

@@ -53,17 +53,15 @@ type field struct{ k, v string }
 // reqHead is a parsed request head. Its strings are slices of the head
 // text, so building an http.Request from it copies nothing.
 type reqHead struct {
-	method, target, proto string
-	minor                 int // HTTP/1.minor; only 0 and 1 get this far
-	fields                []field
-	host                  string
-	hasHost               bool
-	contentLength         int64 // -1: none
-	chunked               bool
-	close                 bool // Connection: close, or HTTP/1.0 without keep-alive
-	keepAlive10           bool // HTTP/1.0 with Connection: keep-alive
-	expectContinue        bool
-	trailer               bool // a Trailer header on a chunked request
+	method, target string
+	fields         []field
+	host           string
+	contentLength  int64 // -1: none
+	minor          uint8 // HTTP/1.minor; only 0 and 1 get this far
+	chunked        bool
+	close          bool // Connection: close, or HTTP/1.0 without keep-alive
+	expectContinue bool
+	trailer        bool // a Trailer header on a chunked request
 }
 
 // parseHead parses a request head: the request line and header lines,
@@ -107,7 +105,7 @@ func parseHead(s string, h *reqHead, fields []field) error {
 		switch k {
 		case "Host":
 			nHost++
-			h.host, h.hasHost = v, true
+			h.host = v
 		case "Content-Length":
 			if !validContentLength(v) {
 				return errCL
@@ -169,7 +167,6 @@ func parseHead(s string, h *reqHead, fields []field) error {
 	h.trailer = h.trailer && h.chunked
 	if h.minor == 0 {
 		h.close = connClose || !connKA
-		h.keepAlive10 = !h.close
 	} else {
 		h.close = connClose
 	}
@@ -240,7 +237,7 @@ func parseRequestLine(line string, h *reqHead) error {
 		// HTTP/2.0") lands here too.
 		return errUnsupported
 	}
-	h.method, h.target, h.proto = method, target, proto
+	h.method, h.target = method, target
 	return nil
 }
 

@@ -34,30 +34,31 @@ var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<
 // pre-head buffer; else chunked (HTTP/1.1) or until close (HTTP/1.0).
 type response struct {
 	c      *conn
-	header http.Header
+	header http.Header // made at the first Header call: a held request has none
 
-	status      int
+	status  int
+	clen    int64 // the declared length; -1: none
+	written int64
+	pending []byte // body written before the head
+	werr    error
+
+	// 100 Continue: sent at the first body read, unless the handler wrote
+	// something first. The body may be read on another goroutine than the
+	// handler's, so the flag is atomic and the write locked.
+	continueMu       sync.Mutex
+	canWriteContinue atomic.Bool
+	sentContinue     atomic.Bool // and got it
+	expect           bool        // the request expects 100-continue
+
 	wroteHeader bool
 	committed   bool // the head is in bw
 	chunked     bool
 	closeAfter  bool
 	isHead      bool
-	bodyless    bool  // the status allows no body
-	clen        int64 // the declared length; -1: none
-	written     int64
-	pending     []byte // body written before the head
+	bodyless    bool // the status allows no body
 	handlerDone bool
 	hijacked    bool
-	werr        error
 	wdlSet      bool // SetWriteDeadline was used
-
-	// 100 Continue: sent at the first body read, unless the handler wrote
-	// something first. The body may be read on another goroutine than the
-	// handler's, so the flag is atomic and the write locked.
-	canWriteContinue atomic.Bool
-	continueMu       sync.Mutex
-	expect           bool        // the request expects 100-continue
-	sentContinue     atomic.Bool // and got it
 }
 
 func (w *response) reset(isHead bool) {
@@ -70,7 +71,12 @@ func (w *response) reset(isHead bool) {
 	w.sentContinue.Store(false)
 }
 
-func (w *response) Header() http.Header { return w.header }
+func (w *response) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header, 8)
+	}
+	return w.header
+}
 
 // sendContinue writes "100 Continue" if the request expects it and the
 // handler has written nothing yet (RFC 9110 10.1.1).
@@ -283,7 +289,7 @@ func (w *response) commit() {
 	w.committed = true
 	c := w.c
 	r := &c.req
-	h := w.header
+	h := w.Header() // the map the head is written from, and setLength writes to
 	_, hasTrailer := h["Trailer"]
 
 	switch {
@@ -362,7 +368,7 @@ func (w *response) commit() {
 // setLength sets the Content-Length header the server computed. The
 // string is the one allocation of such a response.
 func (w *response) setLength(n int64) {
-	w.header["Content-Length"] = []string{strconv.FormatInt(n, 10)}
+	w.Header()["Content-Length"] = []string{strconv.FormatInt(n, 10)}
 }
 
 // finish completes the response after the handler returned: the head if
@@ -401,7 +407,7 @@ func (w *response) finish() bool {
 func (w *response) writeTrailers() {
 	bw := w.c.bw
 	bw.WriteString("0\r\n")
-	h := w.header
+	h := w.Header()
 	if announced, ok := h["Trailer"]; ok {
 		for _, list := range announced {
 			for name := range strings.SplitSeq(list, ",") {
