@@ -212,7 +212,7 @@ func TestHandoverPlainUnderLoad(t *testing.T) {
 // the hand-over ends long before its deadline.
 func TestHandoverTLSUnderLoad(t *testing.T) {
 	f := newCertFixture(t)
-	c, k := f.ca.leaf(t, 1)
+	c, k := f.ca.Leaf(t, 1)
 	plainPair(f, c, k, 0)
 	store := f.open()
 	var protos http.Protocols
@@ -222,12 +222,12 @@ func TestHandoverTLSUnderLoad(t *testing.T) {
 
 	h1 := func() *http.Client {
 		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: f.ca.clientConfig(), MaxIdleConnsPerHost: 1,
+			TLSClientConfig: f.ca.ClientConfig(), MaxIdleConnsPerHost: 1,
 		}}
 	}
 	h2 := func() *http.Client {
 		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: f.ca.clientConfig(), ForceAttemptHTTP2: true,
+			TLSClientConfig: f.ca.ClientConfig(), ForceAttemptHTTP2: true,
 		}}
 	}
 	l := &clientLoad{stop: make(chan struct{}), newSlow: h2}
@@ -249,7 +249,7 @@ func TestHandoverTLSUnderLoad(t *testing.T) {
 // a new connection, to the new server, and succeeds.
 func TestHandoverIdleConnections(t *testing.T) {
 	f := newCertFixture(t)
-	c, k := f.ca.leaf(t, 1)
+	c, k := f.ca.Leaf(t, 1)
 	plainPair(f, c, k, 0)
 	store := f.open()
 	var protos http.Protocols
@@ -258,7 +258,7 @@ func TestHandoverIdleConnections(t *testing.T) {
 	p := newHandoverPair(t, func(l net.Listener) net.Listener { return tls.NewListener(l, store.tlsConfig()) }, &protos, true)
 
 	client := func(h2 bool, dials *atomic.Int64) *http.Client {
-		tr := &http.Transport{TLSClientConfig: f.ca.clientConfig(), ForceAttemptHTTP2: h2}
+		tr := &http.Transport{TLSClientConfig: f.ca.ClientConfig(), ForceAttemptHTTP2: h2}
 		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			dials.Add(1)
 			return (&net.Dialer{}).DialContext(ctx, network, addr)

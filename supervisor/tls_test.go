@@ -2,18 +2,11 @@ package supervisor
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -22,75 +15,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testcert"
 )
-
-// testCA issues short-lived ECDSA P-256 leaf certificates for 127.0.0.1
-// and localhost.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "deployer test CA"},
-		NotBefore:             time.Now().Add(-time.Minute),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-// leaf returns the PEM certificate and key of a new leaf with serial.
-func (ca *testCA) leaf(t *testing.T, serial int64) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: fmt.Sprintf("leaf %d", serial)},
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
-// clientConfig trusts the CA.
-func (ca *testCA) clientConfig() *tls.Config { return &tls.Config{RootCAs: ca.pool} }
 
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
@@ -155,7 +82,7 @@ func (l *logRecorder) String() string {
 // certFixture is a certificate store over files in a temporary directory.
 type certFixture struct {
 	t                 *testing.T
-	ca                *testCA
+	ca                *testcert.CA
 	dir               string
 	certFile, keyFile string
 	logs              *logRecorder
@@ -166,7 +93,7 @@ func newCertFixture(t *testing.T) *certFixture {
 	t.Helper()
 	dir := t.TempDir()
 	return &certFixture{
-		t: t, ca: newTestCA(t), dir: dir,
+		t: t, ca: testcert.NewCA(t), dir: dir,
 		certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem"),
 		logs: &logRecorder{},
 	}
@@ -224,7 +151,7 @@ func (f *certFixture) waitRefused(n int, serial int64) string {
 
 func TestCertStoreLoads(t *testing.T) {
 	f := newCertFixture(t)
-	c, k := f.ca.leaf(t, 7)
+	c, k := f.ca.Leaf(t, 7)
 	writeFile(t, f.certFile, c)
 	writeFile(t, f.keyFile, k)
 	s := f.open()
@@ -245,9 +172,9 @@ func TestCertStoreLoads(t *testing.T) {
 
 // A pair that cannot be used is an error naming the files and the problem.
 func TestCertStoreRefusesBadPair(t *testing.T) {
-	ca := newTestCA(t)
-	c1, k1 := ca.leaf(t, 1)
-	_, k2 := ca.leaf(t, 2)
+	ca := testcert.NewCA(t)
+	c1, k1 := ca.Leaf(t, 1)
+	_, k2 := ca.Leaf(t, 2)
 	for _, tt := range []struct {
 		name       string
 		cert, key  []byte // nil: no file
@@ -339,13 +266,13 @@ func TestCertStoreReloads(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newCertFixture(t)
-			c, k := f.ca.leaf(t, 100)
+			c, k := f.ca.Leaf(t, 100)
 			tt.setup(f, c, k, 0)
 			f.open()
 			f.watch()
 			for i := 1; i <= 3; i++ {
 				serial := int64(100 + i)
-				c, k := f.ca.leaf(t, serial)
+				c, k := f.ca.Leaf(t, serial)
 				tt.rotate(f, c, k, i)
 				f.waitSerial(serial)
 			}
@@ -406,7 +333,7 @@ func dataPair(f *certFixture, c, k []byte, i int) {
 // naming the file; putting a good pair in place then reloads.
 func TestCertStoreKeepsCertOnBadKey(t *testing.T) {
 	f := newCertFixture(t)
-	c, k := f.ca.leaf(t, 1)
+	c, k := f.ca.Leaf(t, 1)
 	plainPair(f, c, k, 0)
 	f.open()
 	f.watch()
@@ -427,7 +354,7 @@ func TestCertStoreKeepsCertOnBadKey(t *testing.T) {
 		t.Errorf("%d errors logged, want 1:\n%s", n, f.logs)
 	}
 
-	c2, k2 := f.ca.leaf(t, 2)
+	c2, k2 := f.ca.Leaf(t, 2)
 	replaceFile(t, f.certFile, c2)
 	replaceFile(t, f.keyFile, k2)
 	f.waitSerial(2)
@@ -437,12 +364,12 @@ func TestCertStoreKeepsCertOnBadKey(t *testing.T) {
 // forgotten) is refused until the matching key arrives.
 func TestCertStoreRefusesMismatch(t *testing.T) {
 	f := newCertFixture(t)
-	c, k := f.ca.leaf(t, 1)
+	c, k := f.ca.Leaf(t, 1)
 	plainPair(f, c, k, 0)
 	f.open()
 	f.watch()
 
-	c2, k2 := f.ca.leaf(t, 2)
+	c2, k2 := f.ca.Leaf(t, 2)
 	replaceFile(t, f.certFile, c2)
 	line := f.waitRefused(1, 1)
 	if !strings.Contains(line, "private key does not match public key") {
@@ -456,7 +383,7 @@ func TestCertStoreRefusesMismatch(t *testing.T) {
 // look still finds a changed pair, and only a changed one.
 func TestCertStorePeriodicLook(t *testing.T) {
 	f := newCertFixture(t)
-	c, k := f.ca.leaf(t, 1)
+	c, k := f.ca.Leaf(t, 1)
 	plainPair(f, c, k, 0)
 	s := f.open()
 	if s.check() {
@@ -468,7 +395,7 @@ func TestCertStorePeriodicLook(t *testing.T) {
 	go s.run(ctx) // no watcher: only the periodic look
 	defer func() { cancel(); s.wait() }()
 
-	c2, k2 := f.ca.leaf(t, 2)
+	c2, k2 := f.ca.Leaf(t, 2)
 	replaceFile(t, f.certFile, c2)
 	replaceFile(t, f.keyFile, k2)
 	f.waitSerial(2)
@@ -513,13 +440,13 @@ version = "v1"
 // certificate reaches new connections while an established one carries on.
 func TestStartTLSServesH2AndH1(t *testing.T) {
 	f := newCertFixture(t)
-	c, k := f.ca.leaf(t, 1)
+	c, k := f.ca.Leaf(t, 1)
 	plainPair(f, c, k, 0)
 	_, pub := tlsDaemon(t, f)
 	url := "https://" + pub.ln.Addr().String() + "/"
 
-	h1 := &http.Client{Transport: &http.Transport{TLSClientConfig: f.ca.clientConfig()}}
-	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: f.ca.clientConfig(), ForceAttemptHTTP2: true}}
+	h1 := &http.Client{Transport: &http.Transport{TLSClientConfig: f.ca.ClientConfig()}}
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: f.ca.ClientConfig(), ForceAttemptHTTP2: true}}
 	defer h1.CloseIdleConnections()
 	defer h2.CloseIdleConnections()
 	get := func(c *http.Client) *http.Response {
@@ -547,11 +474,11 @@ func TestStartTLSServesH2AndH1(t *testing.T) {
 		}
 	}
 
-	c2, k2 := f.ca.leaf(t, 2)
+	c2, k2 := f.ca.Leaf(t, 2)
 	replaceFile(t, f.certFile, c2)
 	replaceFile(t, f.keyFile, k2)
 	waitUntil(t, "a new connection to get certificate 2", 5*time.Second, func() bool {
-		conn, err := tls.Dial("tcp", pub.ln.Addr().String(), f.ca.clientConfig())
+		conn, err := tls.Dial("tcp", pub.ln.Addr().String(), f.ca.ClientConfig())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -567,8 +494,8 @@ func TestStartTLSServesH2AndH1(t *testing.T) {
 // A bad pair stops startTLS before it listens: nothing is opened.
 func TestStartTLSBadPair(t *testing.T) {
 	f := newCertFixture(t)
-	c, _ := f.ca.leaf(t, 1)
-	_, k := f.ca.leaf(t, 2)
+	c, _ := f.ca.Leaf(t, 1)
+	_, k := f.ca.Leaf(t, 2)
 	plainPair(f, c, k, 0)
 	cfg := loadString(t, fmt.Sprintf(`[deployer]
 listen = ""

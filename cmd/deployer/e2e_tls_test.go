@@ -7,17 +7,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -30,80 +23,14 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/deployer/deployer/internal/testcert"
 )
-
-// e2eCA issues short-lived ECDSA P-256 server certificates for 127.0.0.1
-// and localhost.
-type e2eCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newE2ECA(t *testing.T) *e2eCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "deployer e2e CA"},
-		NotBefore:             time.Now().Add(-time.Minute),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &e2eCA{cert: cert, key: key, pool: pool}
-}
-
-// leaf returns the PEM certificate and key of a new server certificate.
-func (ca *e2eCA) leaf(t *testing.T, serial int64) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: fmt.Sprintf("deployer e2e %d", serial)},
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
-func (ca *e2eCA) clientConfig() *tls.Config { return &tls.Config{RootCAs: ca.pool} }
 
 // tlsSite is the HTTPS side of an installation: its address, the CA its
 // certificates come from and where they are.
 type tlsSite struct {
 	t                 *testing.T
-	ca                *e2eCA
+	ca                *testcert.CA
 	addr              string
 	certFile, keyFile string
 }
@@ -112,12 +39,12 @@ type tlsSite struct {
 // serial 1.
 func newTLSSite(t *testing.T, dir string) *tlsSite {
 	t.Helper()
-	s := &tlsSite{t: t, ca: newE2ECA(t), addr: freeAddr(t),
+	s := &tlsSite{t: t, ca: testcert.NewCA(t), addr: freeAddr(t),
 		certFile: filepath.Join(dir, "tls", "cert.pem"), keyFile: filepath.Join(dir, "tls", "key.pem")}
 	if err := os.MkdirAll(filepath.Dir(s.certFile), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	c, k := s.ca.leaf(t, 1)
+	c, k := s.ca.Leaf(t, 1)
 	s.write(c, k, false)
 	return s
 }
@@ -155,7 +82,7 @@ func (s *tlsSite) url(path string) string { return "https://" + s.addr + path }
 // servedSerial makes a new TLS connection and returns the serial of the
 // certificate it got, 0 on an error.
 func (s *tlsSite) servedSerial() int64 {
-	conn, err := tls.Dial("tcp", s.addr, s.ca.clientConfig())
+	conn, err := tls.Dial("tcp", s.addr, s.ca.ClientConfig())
 	if err != nil {
 		return 0
 	}
@@ -185,10 +112,10 @@ type tlsLoad struct {
 func newTLSLoad() *tlsLoad { return &tlsLoad{out: newOutcomes(), stop: make(chan struct{})} }
 
 // run starts n clients of kind against url.
-func (l *tlsLoad) run(kind, url string, ca *e2eCA, n int) {
+func (l *tlsLoad) run(kind, url string, ca *testcert.CA, n int) {
 	for c := 0; c < n; c++ {
 		l.wg.Go(func() {
-			tr := &http.Transport{TLSClientConfig: ca.clientConfig(), MaxIdleConnsPerHost: 1}
+			tr := &http.Transport{TLSClientConfig: ca.ClientConfig(), MaxIdleConnsPerHost: 1}
 			wantProto := 1
 			switch kind {
 			case h2KeepAlive, h2Post:
@@ -277,7 +204,7 @@ func wssDial(t *testing.T, site *tlsSite) (*websocket.Conn, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: site.ca.clientConfig()}}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: site.ca.ClientConfig()}}
 	c, _, err := websocket.Dial(ctx, "wss://"+site.addr+"/ws", &websocket.DialOptions{HTTPClient: client})
 	if err != nil {
 		t.Fatalf("wss dial: %v", err)
@@ -339,7 +266,7 @@ func TestTLSCertRotationUnderLoad(t *testing.T) {
 	var slowest time.Duration
 	for i := 1; i <= rotations; i++ {
 		serial := int64(1000 + i)
-		c, k := site.ca.leaf(t, serial)
+		c, k := site.ca.Leaf(t, serial)
 		rotated := time.Now()
 		site.write(c, k, i%2 == 0)
 		waitFor(t, fmt.Sprintf("rotation %d: new connections to get certificate %d", i, serial), 10*time.Second, func() bool {
@@ -405,8 +332,8 @@ func TestTLSBadCertKeepsServing(t *testing.T) {
 	l.run(freshConn, site.url("/"), site.ca, 2)
 	waitFor(t, "the load to run", 10*time.Second, func() bool { return l.out.total() > 100 })
 
-	c2, _ := site.ca.leaf(t, 2)
-	_, k3 := site.ca.leaf(t, 3)
+	c2, _ := site.ca.Leaf(t, 2)
+	_, k3 := site.ca.Leaf(t, 3)
 	site.write(c2, k3, false)
 	waitFor(t, "the bad pair to be refused", 10*time.Second, func() bool {
 		return strings.Contains(e.logs.String(), "TLS certificate not reloaded")
@@ -420,7 +347,7 @@ func TestTLSBadCertKeepsServing(t *testing.T) {
 		t.Errorf("after a refused pair new connections get certificate %d, want 1", got)
 	}
 
-	c4, k4 := site.ca.leaf(t, 4)
+	c4, k4 := site.ca.Leaf(t, 4)
 	site.write(c4, k4, false)
 	waitFor(t, "the good pair to be served", 10*time.Second, func() bool { return site.servedSerial() == 4 })
 	got := l.finish()
@@ -444,7 +371,7 @@ func logLine(logs, s string) string {
 func TestTLSBadCertRefusesStart(t *testing.T) {
 	e := newEnv(t)
 	site := newTLSSite(t, e.dir)
-	_, k := site.ca.leaf(t, 2)
+	_, k := site.ca.Leaf(t, 2)
 	if err := os.WriteFile(site.keyFile, k, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -537,7 +464,7 @@ func TestTLSUpgradeUnderLoad(t *testing.T) {
 		t.Errorf("after the upgrades the HTTPS listener serves certificate %d, want 1", got)
 	}
 	// The new daemon watches the certificate files.
-	c, k := site.ca.leaf(t, 9)
+	c, k := site.ca.Leaf(t, 9)
 	site.write(c, k, false)
 	waitFor(t, "the new daemon to serve a rotated certificate", 10*time.Second, func() bool { return site.servedSerial() == 9 })
 
