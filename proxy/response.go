@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
+
+	"github.com/deployer/deployer/proxy/internal/syntax"
 )
 
 // maxResponseHead bounds a response's status line and headers.
@@ -70,7 +72,7 @@ func readResponseHead(br *bufio.Reader, h http.Header, method string) (res respo
 				return res, true, fmt.Errorf("%w: continuation line first", errMalformedResponse)
 			}
 			f := &fields[len(fields)-1]
-			f.v = f.v + " " + trimOWS(line)
+			f.v = f.v + " " + syntax.TrimOWS(line)
 			continue
 		}
 		k, v, ok := strings.Cut(line, ":")
@@ -80,7 +82,7 @@ func readResponseHead(br *bufio.Reader, h http.Header, method string) (res respo
 		if !ok {
 			return res, true, fmt.Errorf("%w: header line %q", errMalformedResponse, truncate(line))
 		}
-		fields = append(fields, headerField{k, trimOWS(v)})
+		fields = append(fields, headerField{k, syntax.TrimOWS(v)})
 	}
 
 	// The framing and connection headers first: they decide what else is
@@ -290,7 +292,7 @@ func canonicalFieldName(k string) (string, bool) {
 	canonical := true
 	for i := 0; i < len(k); i++ {
 		c := k[i]
-		if c >= 0x80 || !tokenTable[c] {
+		if !syntax.TokenByte(c) {
 			return "", false
 		}
 		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
@@ -303,33 +305,6 @@ func canonicalFieldName(k string) (string, bool) {
 	}
 	return k, true
 }
-
-// trimOWS removes the optional whitespace (spaces and tabs) around a field
-// value.
-func trimOWS(v string) string {
-	for v != "" && (v[0] == ' ' || v[0] == '\t') {
-		v = v[1:]
-	}
-	for v != "" && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-		v = v[:len(v)-1]
-	}
-	return v
-}
-
-// tokenTable marks the bytes of a token (RFC 9110 5.1).
-var tokenTable = func() (t [128]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
 
 // truncate shortens an app's text for an error message.
 func truncate(s string) string {

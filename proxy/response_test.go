@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/deployer/deployer/proxy/internal/syntax"
 )
 
 func TestReadResponseHead(t *testing.T) {
@@ -210,21 +212,13 @@ func TestCanonicalFieldName(t *testing.T) {
 	} {
 		valid := k != ""
 		for _, c := range []byte(k) {
-			if c >= 0x80 || !tokenTable[c] {
+			if !syntax.TokenByte(c) {
 				valid = false
 			}
 		}
 		got, ok := canonicalFieldName(k)
 		if ok != valid || ok && got != textproto.CanonicalMIMEHeaderKey(k) {
 			t.Errorf("canonicalFieldName(%q) = %q, %v; want %q, %v", k, got, ok, textproto.CanonicalMIMEHeaderKey(k), valid)
-		}
-	}
-}
-
-func TestTrimOWS(t *testing.T) {
-	for _, v := range []string{"", " ", "\t", "a", " a", "a ", " \ta b\t ", "\t\t", "a\r", " \x00 "} {
-		if got, want := trimOWS(v), strings.Trim(v, " \t"); got != want {
-			t.Errorf("trimOWS(%q) = %q, want %q", v, got, want)
 		}
 	}
 }

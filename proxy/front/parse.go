@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
+
+	"github.com/deployer/deployer/proxy/internal/syntax"
 )
 
 // protoError is a request the server refuses before any handler sees it:
@@ -255,32 +257,20 @@ func parseField(line string) (k, v string, err error) {
 	}
 	name := line[:i]
 	for j := 0; j < len(name); j++ {
-		if c := name[j]; c >= 0x80 || !tokenTable[c] {
+		if c := name[j]; !syntax.TokenByte(c) {
 			if c == ' ' || c == '\t' {
 				return "", "", errColonSpace
 			}
 			return "", "", errFieldName
 		}
 	}
-	v = trimOWS(line[i+1:])
+	v = syntax.TrimOWS(line[i+1:])
 	for j := 0; j < len(v); j++ {
 		if c := v[j]; c < ' ' && c != '\t' || c == 0x7f {
 			return "", "", errFieldValue
 		}
 	}
 	return canonicalKey(name), v, nil
-}
-
-// trimOWS removes spaces and tabs around s (strings.Trim builds a set on
-// every call).
-func trimOWS(s string) string {
-	for s != "" && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for s != "" && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // validContentLength reports whether v is 1 to 18 digits: anything longer
@@ -324,39 +314,14 @@ func hasToken(v, token string) bool {
 	for v != "" {
 		var elem string
 		elem, v, _ = strings.Cut(v, ",")
-		if strings.EqualFold(trimOWS(elem), token) {
+		if strings.EqualFold(syntax.TrimOWS(elem), token) {
 			return true
 		}
 	}
 	return false
 }
 
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 0x80 || !tokenTable[c] {
-			return false
-		}
-	}
-	return true
-}
-
-// tokenTable: tchar of RFC 9110 5.6.2.
-var tokenTable = func() (t [128]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
+func isToken(s string) bool { return syntax.IsToken(s) }
 
 var hostTable = func() (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {

@@ -1,0 +1,48 @@
+// Package syntax holds the bits of HTTP/1.1 grammar that both the proxy
+// (reading an app's responses) and proxy/front (reading clients' requests)
+// check, so the two agree on what a token and a field value's whitespace
+// are.
+package syntax
+
+// TokenByte reports whether c may appear in a token (tchar, RFC 9110
+// 5.6.2): field names, methods, transfer codings.
+func TokenByte(c byte) bool { return c < 0x80 && tokenTable[c] }
+
+// IsToken reports whether s is a non-empty token.
+func IsToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !TokenByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// TrimOWS removes the optional whitespace (spaces and tabs) around a field
+// value. strings.Trim would build a set on every call.
+func TrimOWS(s string) string {
+	for s != "" && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for s != "" && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+var tokenTable = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
