@@ -351,7 +351,7 @@ func TestRedisRoutesDeadTarget(t *testing.T) {
 		}
 		return m
 	}
-	waitUntil(t, "a out of rotation", 2*time.Second, func() bool { h := healthy(); return !h[a.Addr] && h[b.Addr] })
+	waitUntil(t, "a out of rotation", 10*time.Second, func() bool { h := healthy(); return !h[a.Addr] && h[b.Addr] })
 
 	stopB() // the last one in rotation stays
 	time.Sleep(300 * time.Millisecond)
