@@ -82,8 +82,10 @@ func TestServeSwitchUnderLoad(t *testing.T) {
 	probe := newClient(t)
 	ticker := time.NewTicker(50 * time.Millisecond) // pacing, not synchronisation
 	defer ticker.Stop()
+	// At least 10 swaps, and at least 1.5 s of them: a loaded machine
+	// makes each swap slower, not the test weaker.
 	end := time.Now().Add(1500 * time.Millisecond)
-	for i := 1; time.Now().Before(end); i++ {
+	for i := 1; i <= 10 || time.Now().Before(end); i++ {
 		<-ticker.C
 		next := startVersion(t, fmt.Sprintf("v%d", i))
 		versions = append(versions, next)
@@ -124,9 +126,6 @@ func TestServeSwitchUnderLoad(t *testing.T) {
 		if n := v.late.Load(); n > 0 {
 			t.Errorf("%s got %d requests after its Retire", v.name, n)
 		}
-	}
-	if len(versions) < 10 {
-		t.Errorf("only %d versions served", len(versions))
 	}
 	t.Logf("%d requests over %d versions", ok.Load(), len(versions))
 }
