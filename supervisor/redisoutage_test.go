@@ -8,12 +8,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testredis"
 )
 
 // Redis killed: the last table serves, the outage is logged once however
 // many retries; a Redis that comes back with another table is read again.
 func TestRedisRoutesOutage(t *testing.T) {
-	srv := startRedis(t)
+	srv := testredis.Start(t)
 	rt := newRouteTest(t, srv, "")
 	a, _ := backend(t, "a", "unix")
 	b, _ := backend(t, "b", "unix")
@@ -21,7 +23,7 @@ func TestRedisRoutesOutage(t *testing.T) {
 	rt.set("b.test", "unix:"+b.Addr)
 	rt.waitBody("b.test", "b", propagation)
 
-	srv.kill()
+	srv.Kill()
 	waitUntil(t, "redis down in status", 2*time.Second, func() bool { return rt.status().Redis == RedisDown })
 	deadline := time.Now().Add(1500 * time.Millisecond) // 100+200+400+800ms: 4 retries
 	for time.Now().Before(deadline) {
@@ -35,7 +37,7 @@ func TestRedisRoutesOutage(t *testing.T) {
 	}
 
 	// Back, with a.test gone and b.test moved.
-	srv.restartWith(map[string]string{"b.test": "unix:" + a.Addr, "c.test": "unix:" + b.Addr})
+	srv.RestartWith(RedisRoutesKey, map[string]string{"b.test": "unix:" + a.Addr, "c.test": "unix:" + b.Addr})
 	took := rt.waitBody("c.test", "b", 6*time.Second)
 	t.Logf("after Redis came back: new table in force after %s", took)
 	rt.waitBody("a.test", "404", propagation)
@@ -51,17 +53,17 @@ func TestRedisRoutesOutage(t *testing.T) {
 // A Redis that hangs (SIGSTOP) is noticed at the next resync and treated as
 // down; requests never wait for it. Once it goes on, changes apply again.
 func TestRedisRoutesHungRedis(t *testing.T) {
-	srv := startRedis(t)
+	srv := testredis.Start(t)
 	rt := newRouteTest(t, srv, `resync = "200ms"`)
 	a, _ := backend(t, "a", "unix")
 	rt.set("a.test", "unix:"+a.Addr)
 	rt.waitBody("a.test", "a", propagation)
 
-	srv.signal(syscall.SIGSTOP)
+	srv.Signal(syscall.SIGSTOP)
 	stopped := true
 	defer func() {
 		if stopped {
-			srv.signal(syscall.SIGCONT)
+			srv.Signal(syscall.SIGCONT)
 		}
 	}()
 	deadline := time.Now().Add(2 * time.Second)
@@ -79,7 +81,7 @@ func TestRedisRoutesHungRedis(t *testing.T) {
 	if st := rt.status(); st.Redis != RedisDown || !strings.Contains(st.LastError, "timeout") {
 		t.Errorf("status while Redis hangs: %+v, want down after a timeout", st)
 	}
-	srv.signal(syscall.SIGCONT)
+	srv.Signal(syscall.SIGCONT)
 	stopped = false
 	waitUntil(t, "redis up again", 8*time.Second, func() bool { return rt.status().Redis == RedisUp })
 	rt.set("b.test", "unix:"+a.Addr)
@@ -89,7 +91,7 @@ func TestRedisRoutesHungRedis(t *testing.T) {
 // A daemon that starts while Redis is down serves the routes it last
 // applied, from <state_dir>/redis-routes.json.
 func TestRedisRoutesCache(t *testing.T) {
-	srv := startRedis(t)
+	srv := testredis.Start(t)
 	stateDir := socketDir(t)
 	a, _ := backend(t, "a", "unix")
 	first := newRouteTestIn(t, stateDir, srv, "")
@@ -97,7 +99,7 @@ func TestRedisRoutesCache(t *testing.T) {
 	first.waitBody("a.test", "a", propagation)
 	first.d.cancel()
 	first.d.redis.shutdown(time.Second)
-	srv.kill()
+	srv.Kill()
 
 	b, err := os.ReadFile(filepath.Join(stateDir, "redis-routes.json"))
 	if err != nil {

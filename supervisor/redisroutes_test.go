@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer/deployer/internal/testredis"
 	"github.com/deployer/deployer/proxy"
 )
 
@@ -26,7 +27,7 @@ const propagation = 100 * time.Millisecond
 type routeTest struct {
 	t     *testing.T
 	d     *Daemon
-	redis *redisServer
+	redis *testredis.Server
 	logs  *syncBuf
 	store *RouteStore
 }
@@ -34,12 +35,12 @@ type routeTest struct {
 // newRouteTest makes a daemon with app web on www.test (serving, when
 // serveWeb is called, whatever backend it is given) and [routes] redis
 // pointing at srv, plus extra [routes] lines.
-func newRouteTest(t *testing.T, srv *redisServer, extra string) *routeTest {
+func newRouteTest(t *testing.T, srv *testredis.Server, extra string) *routeTest {
 	t.Helper()
 	return newRouteTestIn(t, socketDir(t), srv, extra)
 }
 
-func newRouteTestIn(t *testing.T, stateDir string, srv *redisServer, extra string) *routeTest {
+func newRouteTestIn(t *testing.T, stateDir string, srv *testredis.Server, extra string) *routeTest {
 	t.Helper()
 	cfg := loadString(t, fmt.Sprintf(`
 [deployer]
@@ -55,13 +56,13 @@ hosts = ["www.test"]
 
 [routes]
 redis = %q
-%s`, stateDir, srv.url(), extra))
+%s`, stateDir, srv.URL(), extra))
 	logs := &syncBuf{}
 	d, err := NewDaemon(cfg, DaemonOptions{Logger: slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), nil))})
 	if err != nil {
 		t.Fatalf("NewDaemon: %v", err)
 	}
-	store, err := OpenRouteStore(srv.url())
+	store, err := OpenRouteStore(srv.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +156,7 @@ func (rt *routeTest) route(host string) RedisRouteStatus {
 // within 100ms; app routes, address lists (round robin) and deploy.toml's
 // precedence.
 func TestRedisRoutesFollowTheTable(t *testing.T) {
-	srv := startRedis(t)
+	srv := testredis.Start(t)
 	rt := newRouteTest(t, srv, `resync = "1m"`)
 	web, _ := backend(t, "web", "unix")
 	rt.d.proxy.Serve("web", "v1", []proxy.Target{web})
@@ -213,8 +214,8 @@ func TestRedisRoutesFollowTheTable(t *testing.T) {
 // seen within 100ms; without, at the next resync. The server's other
 // notification flags are kept.
 func TestRedisRoutesPlainWrites(t *testing.T) {
-	srv := startRedis(t)
-	c := srv.client()
+	srv := testredis.Start(t)
+	c := srv.Client()
 	ctx := context.Background()
 	if err := c.ConfigSet(ctx, "notify-keyspace-events", "Ex").Err(); err != nil {
 		t.Fatal(err)
@@ -253,11 +254,11 @@ func TestRedisRoutesPlainWrites(t *testing.T) {
 // A bad value is logged once and ignored for its host only: a host that had
 // a good route keeps it, the others are not disturbed.
 func TestRedisRoutesBadValues(t *testing.T) {
-	srv := startRedis(t)
+	srv := testredis.Start(t)
 	rt := newRouteTest(t, srv, "keyspace_events = true")
 	a, _ := backend(t, "a", "unix")
 	b, _ := backend(t, "b", "unix")
-	c := srv.client()
+	c := srv.Client()
 	ctx := context.Background()
 	rt.set("good.test", "unix:"+a.Addr)
 	rt.set("kept.test", "unix:"+b.Addr)
@@ -331,7 +332,7 @@ func TestRedisRoutesBadValues(t *testing.T) {
 // Targets are connect-checked: a dead one leaves rotation (requests go to
 // the others meanwhile), never the last one, and comes back.
 func TestRedisRoutesDeadTarget(t *testing.T) {
-	srv := startRedis(t)
+	srv := testredis.Start(t)
 	rt := newRouteTest(t, srv, `health_interval = "50ms"`)
 	a, stopA := backend(t, "a", "tcp")
 	b, stopB := backend(t, "b", "tcp")

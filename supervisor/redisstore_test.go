@@ -3,13 +3,15 @@ package supervisor
 import (
 	"context"
 	"testing"
+
+	"github.com/deployer/deployer/internal/testredis"
 )
 
 // The store writes canonical values, and removes a host however it is
 // spelled in the hash.
 func TestRouteStore(t *testing.T) {
-	srv := startRedis(t)
-	s, err := OpenRouteStore(srv.url())
+	srv := testredis.Start(t)
+	s, err := OpenRouteStore(srv.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +24,7 @@ func TestRouteStore(t *testing.T) {
 	if err := s.Set(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	srv.client().HSet(ctx, RedisRoutesKey, "Hand.Written", "web")
+	srv.Client().HSet(ctx, RedisRoutesKey, "Hand.Written", "web")
 	got, err := s.List(ctx)
 	if err != nil {
 		t.Fatal(err)

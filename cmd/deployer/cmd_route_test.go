@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testredis"
 )
 
 // routeConfig writes a deploy.toml with app web and, unless redisURL is "",
@@ -57,9 +59,9 @@ func TestRouteUsage(t *testing.T) {
 // set, ls and rm against a real Redis: canonical values, one PUBLISH per
 // change, the JSON shapes.
 func TestRouteSetLsRm(t *testing.T) {
-	srv := startRedisServer(t)
-	cfg := routeConfig(t, srv.url())
-	c := srv.client()
+	srv := testredis.Start(t)
+	cfg := routeConfig(t, srv.URL())
+	c := srv.Client()
 	ctx := context.Background()
 	sub := c.Subscribe(ctx, "deployer:routes")
 	defer sub.Close()
@@ -112,7 +114,7 @@ func TestRouteSetLsRm(t *testing.T) {
 	if err := json.Unmarshal([]byte(got.stdout), &ls); err != nil {
 		t.Fatal(err)
 	}
-	if ls.Redis != srv.url() || len(ls.Routes) != 4 || ls.Routes["www.test"].App != "web" ||
+	if ls.Redis != srv.URL() || len(ls.Routes) != 4 || ls.Routes["www.test"].App != "web" ||
 		len(ls.Routes["*.lb.test"].Targets) != 2 || ls.Routes["bad.test"].Error == "" {
 		t.Errorf("ls --json: %s", got.stdout)
 	}

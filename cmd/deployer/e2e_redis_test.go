@@ -13,121 +13,23 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/deployer/deployer/internal/testredis"
 	"github.com/deployer/deployer/supervisor"
 )
 
 // propagation is how fast a change in Redis must reach every proxy.
 const propagation = 100 * time.Millisecond
 
-// redisServer is a real redis-server on a free loopback port, without
-// persistence; restartWith brings it back holding another table.
-type redisServer struct {
-	t    *testing.T
-	bin  string
-	port int
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// startRedisServer starts redis-server, or skips the test when it is not
-// installed (fails with DEPLOYER_REQUIRE_INTEGRATION=1).
-func startRedisServer(t *testing.T) *redisServer {
-	t.Helper()
-	s := &redisServer{t: t, bin: requireBinary(t, "redis-server")}
-	_, port, _ := net.SplitHostPort(freeAddr(t))
-	s.port, _ = strconv.Atoi(port)
-	s.run(t.TempDir(), s.port)
-	t.Cleanup(s.kill)
-	return s
-}
-
-// run starts redis-server on port in dir (a dump.rdb there is loaded) and
-// waits until it answers.
-func (s *redisServer) run(dir string, port int) {
-	s.t.Helper()
-	cmd := exec.Command(s.bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir)
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	if port == s.port {
-		s.cmd, s.done = cmd, done
-	}
-	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		select {
-		case <-done:
-			s.t.Fatalf("redis-server exited: %s", out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("redis-server not answering: %s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func (s *redisServer) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", s.port) }
-
-func (s *redisServer) client() *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", s.port)})
-	s.t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// kill ends redis-server with SIGKILL.
-func (s *redisServer) kill() {
-	if s.cmd == nil {
-		return
-	}
-	s.cmd.Process.Signal(syscall.SIGKILL)
-	<-s.done
-	s.cmd = nil
-}
-
-// restartWith kills the server and starts it again on its port holding
-// routes, as a Redis restored from a backup or failed over would: a second
-// server writes them to the RDB file the new one loads.
-func (s *redisServer) restartWith(routes map[string]string) {
-	s.t.Helper()
-	s.kill()
-	dir := s.t.TempDir()
-	_, p, _ := net.SplitHostPort(freeAddr(s.t))
-	port, _ := strconv.Atoi(p)
-	prep := &redisServer{t: s.t, bin: s.bin, port: port}
-	prep.run(dir, port)
-	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
-	ctx := context.Background()
-	if err := c.HSet(ctx, "routes", routes).Err(); err != nil {
-		s.t.Fatal(err)
-	}
-	if err := c.Save(ctx).Err(); err != nil {
-		s.t.Fatal(err)
-	}
-	c.Close()
-	prep.kill()
-	s.run(dir, s.port)
-}
-
 // redisProxy starts a deployer with app web (GREETING "app web") on
 // www.test and routes from srv: keyspace notifications on, targets checked
 // every 100ms.
-func redisProxy(t *testing.T, srv *redisServer, extraApps ...string) *env {
+func redisProxy(t *testing.T, srv *testredis.Server, extraApps ...string) *env {
 	t.Helper()
 	e := newEnv(t)
 	apps := append([]string{reloadApp("web", `["www.test"]`)}, extraApps...)
@@ -136,7 +38,7 @@ func redisProxy(t *testing.T, srv *redisServer, extraApps ...string) *env {
 redis = %q
 keyspace_events = true
 health_interval = "100ms"
-`, srv.url()))
+`, srv.URL()))
 	e.start("web")
 	return e
 }
@@ -326,10 +228,10 @@ func (h *helloProc) kill() {
 // both: both route it within 100ms; HDEL: both answer 404 within 100ms; no
 // request of the load fails. `deployer route set` (HSET + PUBLISH) is as fast.
 func TestRedisRoutesTwoProxies(t *testing.T) {
-	srv := startRedisServer(t)
+	srv := testredis.Start(t)
 	a, b := redisProxy(t, srv), redisProxy(t, srv)
 	proxies := []*env{a, b}
-	c := srv.client()
+	c := srv.Client()
 	ctx := context.Background()
 	if err := c.Ping(ctx).Err(); err != nil { // connected: the timing is the write's
 		t.Fatal(err)
@@ -389,7 +291,7 @@ func TestRedisRoutesTwoProxies(t *testing.T) {
 // A comma list is balanced round robin on every proxy; a dead target is
 // taken out (on both proxies, no request failing meanwhile) and comes back.
 func TestRedisRoutesRoundRobinAndDeadTarget(t *testing.T) {
-	srv := startRedisServer(t)
+	srv := testredis.Start(t)
 	a, b := redisProxy(t, srv), redisProxy(t, srv)
 	proxies := []*env{a, b}
 	sock := filepath.Join(a.dir, "h3.sock")
@@ -444,7 +346,7 @@ func TestRedisRoutesRoundRobinAndDeadTarget(t *testing.T) {
 // once; routes changed while it was down (it comes back from a backup with
 // another table) are picked up by both once it is back.
 func TestRedisRoutesRedisKilled(t *testing.T) {
-	srv := startRedisServer(t)
+	srv := testredis.Start(t)
 	a, b := redisProxy(t, srv), redisProxy(t, srv)
 	proxies := []*env{a, b}
 	h1 := startHello(t, "h1", freeAddr(t))
@@ -454,7 +356,7 @@ func TestRedisRoutesRedisKilled(t *testing.T) {
 
 	load := startHostLoad(proxies, []string{"app.test", "far.test", "www.test"}, 3)
 	time.Sleep(200 * time.Millisecond)
-	srv.kill()
+	srv.Kill()
 	for _, e := range proxies {
 		waitFor(t, "redis down in status", 3*time.Second, func() bool { return routesStatus(e).Redis == supervisor.RedisDown })
 	}
@@ -474,7 +376,7 @@ func TestRedisRoutesRedisKilled(t *testing.T) {
 	var restart time.Duration
 	took := timeToAll(t, proxies, "new.test", servedByApp("web"), func() {
 		began := time.Now()
-		srv.restartWith(map[string]string{"app.test": "web", "new.test": "web"})
+		srv.RestartWith(supervisor.RedisRoutesKey, map[string]string{"app.test": "web", "new.test": "web"})
 		restart = time.Since(began)
 	})
 	for i, d := range took {
@@ -496,7 +398,7 @@ func TestRedisRoutesRedisKilled(t *testing.T) {
 // Garbage values for some hosts, written under load, disturb no other
 // host; a host whose value turns to garbage keeps its previous route.
 func TestRedisRoutesGarbage(t *testing.T) {
-	srv := startRedisServer(t)
+	srv := testredis.Start(t)
 	e := redisProxy(t, srv)
 	h1 := startHello(t, "h1", freeAddr(t))
 	e.mustCLI("route", "set", "good.test", h1.target)
@@ -505,7 +407,7 @@ func TestRedisRoutesGarbage(t *testing.T) {
 	timeToAll(t, []*env{e}, "turns-bad.test", servedByApp("web"), func() {})
 
 	load := startHostLoad([]*env{e}, []string{"good.test", "turns-bad.test", "www.test"}, 3)
-	c := srv.client()
+	c := srv.Client()
 	ctx := context.Background()
 	garbage := []string{"", "unix:relative", "web,127.0.0.1:80", "http://x:1", "127.0.0.1:0", "nope!", strings.Repeat("x", 5000), "\x00\xff"}
 	for i, g := range garbage {
@@ -537,7 +439,7 @@ func TestRedisRoutesGarbage(t *testing.T) {
 // their own share one Redis and route by host:port to two app hosts
 // (deployers running hello), round robin.
 func TestFleetExample(t *testing.T) {
-	srv := startRedisServer(t)
+	srv := testredis.Start(t)
 	dir := stateDir(t)
 	ports := map[string]string{}
 	for _, name := range []string{"8081", "8082", "9001", "9002"} {
@@ -553,7 +455,7 @@ func TestFleetExample(t *testing.T) {
 		for port, addr := range ports {
 			text = strings.ReplaceAll(text, "127.0.0.1:"+port, addr)
 		}
-		text = strings.ReplaceAll(text, "redis://127.0.0.1:6379/0", srv.url())
+		text = strings.ReplaceAll(text, "redis://127.0.0.1:6379/0", srv.URL())
 		text = strings.ReplaceAll(text, `["go", "run", "./examples/hello",`, fmt.Sprintf("[%q,", helloBin))
 		text = strings.ReplaceAll(text, `dir = "../.."`, `dir = "."`)
 		text = strings.ReplaceAll(text, `state_dir = "run/`, fmt.Sprintf(`state_dir = "%s/`, dir))
