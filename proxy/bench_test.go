@@ -1,10 +1,10 @@
 package proxy
 
 import (
-	"bufio"
-	"io"
 	"net/http"
 	"testing"
+
+	"github.com/deployer/deployer/internal/testapp"
 )
 
 // startFastApp is an app that answers every request with the same small
@@ -13,34 +13,7 @@ import (
 func startFastApp(t testing.TB) Target {
 	t.Helper()
 	ln, target := listenUnix(t, sockDir(t), "fast.sock")
-	const res = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"ok\":true}\n"
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				br := bufio.NewReader(conn)
-				for {
-					// A request without a body ends with an empty line.
-					for {
-						line, err := br.ReadSlice('\n')
-						if err != nil {
-							return
-						}
-						if len(line) <= 2 {
-							break
-						}
-					}
-					if _, err := io.WriteString(conn, res); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	go testapp.ServeFixed(ln)
 	return target
 }
 

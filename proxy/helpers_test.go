@@ -9,11 +9,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testlog"
 )
 
 // sockDir returns a fresh directory for unix sockets. It is under /tmp, not
@@ -83,31 +83,8 @@ func startCloser(t testing.TB) (Target, *atomic.Int64) {
 	return target, &seen
 }
 
-// testLogger logs to t.Log until the test ends (logging after that panics).
-func testLogger(t testing.TB) *slog.Logger {
-	w := &testLogWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testLogWriter struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (w *testLogWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimSpace(string(p)))
-	}
-	return len(p), nil
-}
+// testLogger logs to t.Log until the test ends.
+func testLogger(t testing.TB) *slog.Logger { return testlog.New(t) }
 
 // fixture is a Proxy serving on a loopback TCP listener, with one app "web"
 // routed for every host.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/deployer/deployer/internal/testapp"
 	"github.com/deployer/deployer/proxy"
 )
 
@@ -136,32 +137,6 @@ func startFastApp(b *testing.B) proxy.Target {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { ln.Close() })
-	const res = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"ok\":true}\n"
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				br := bufio.NewReader(conn)
-				for {
-					for {
-						line, err := br.ReadSlice('\n')
-						if err != nil {
-							return
-						}
-						if len(line) <= 2 {
-							break
-						}
-					}
-					if _, err := io.WriteString(conn, res); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	go testapp.ServeFixed(ln)
 	return proxy.Target{Network: "unix", Addr: path}
 }

@@ -7,10 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testlog"
 )
 
 // startServer serves h with a Server on a loopback TCP listener until the
@@ -98,30 +98,7 @@ func (cl *client) closed() bool {
 }
 
 // testLogger logs to t.Log until the test ends.
-func testLogger(t testing.TB) *slog.Logger {
-	w := &testLogWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testLogWriter struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (w *testLogWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimSpace(string(p)))
-	}
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return testlog.New(t) }
 
 // waitFor polls cond until it holds, failing the test after 10 s.
 func waitFor(t testing.TB, what string, cond func() bool) {
