@@ -37,7 +37,6 @@ const idleGrace = 250 * time.Millisecond
 // connection at Shutdown.
 type publicServer struct {
 	srv      server
-	front    *front.Server // srv, when it is proxy/front's
 	ln       net.Listener
 	draining atomic.Bool
 
@@ -52,8 +51,7 @@ type connState struct {
 }
 
 // server is what a publicServer needs of an HTTP server: net/http's (TLS,
-// HTTP/2) or proxy/front's (plain HTTP/1.x), which has the same methods and
-// ConnState semantics.
+// HTTP/2) or proxy/front's (plain HTTP/1.x), which has the same methods.
 type server interface {
 	Serve(net.Listener) error
 	Shutdown(context.Context) error
@@ -72,7 +70,7 @@ func newPublicServer(ln net.Listener, h http.Handler, srv *http.Server) *publicS
 // listener): a leaner HTTP/1.x server, strict about what clients send.
 func newFrontServer(ln net.Listener, h http.Handler, srv *front.Server) *publicServer {
 	srv.Handler = h
-	return &publicServer{srv: srv, front: srv, ln: ln}
+	return &publicServer{srv: srv, ln: ln}
 }
 
 // wrap makes every response close its connection once the server hands
@@ -120,10 +118,10 @@ func negotiatedH2(c net.Conn) bool {
 // left, Shutdown sends one to the rest and waits for their streams. At
 // ctx's end whatever is left is closed.
 func (ps *publicServer) handOver(ctx context.Context) {
-	if ps.front != nil {
+	if fs, ok := ps.srv.(*front.Server); ok {
 		ps.ln.Close() // Serve may not have registered it yet
-		ps.front.HandOver(ctx, idleGrace)
-		ps.front.Close()
+		fs.HandOver(ctx, idleGrace)
+		fs.Close()
 		return
 	}
 	ps.draining.Store(true)
