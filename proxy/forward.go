@@ -166,7 +166,7 @@ func (c *call) send(bc *backendConn, r *http.Request, body *replayBody, upType s
 	var err error
 	switch {
 	case rd == nil:
-		err = bc.bw.Flush()
+		err = bc.flushRequest()
 	case n > 0 && n <= inlineBodyMax:
 		err = writeBody(bc.bw, rd, n, nil)
 	default:

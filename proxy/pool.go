@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/deployer/deployer/proxy/internal/rawio"
 )
 
 // Settings of the connections to instances.
@@ -195,14 +197,19 @@ func (p *connPool) idleCount() int {
 // backendConn is one connection to an instance with its buffers. One request
 // at a time uses it; between requests it sits in its pool.
 type backendConn struct {
-	conn      net.Conn
-	pool      *connPool
-	br        *bufio.Reader
-	bw        *bufio.Writer
-	written   int64 // bytes written to conn since the attempt began
-	call      *call // the request using the connection, while it does
-	aborted   atomic.Bool
-	idleSince time.Time
+	conn net.Conn
+	sock rawio.RequestConn // conn's socket, for connReader and connWriter
+	// request is a request head flushRequest left for connReader to
+	// write (see rawio.RequestConn.WriteRead); nil when none.
+	request    []byte
+	deferWrite bool
+	pool       *connPool
+	br         *bufio.Reader
+	bw         *bufio.Writer
+	written    int64 // bytes written to conn since the attempt began
+	call       *call // the request using the connection, while it does
+	aborted    atomic.Bool
+	idleSince  time.Time
 	// watchAt is the read deadline set for the client watch (see armWatch
 	// and connReader); zero when none is set. Owned by the goroutine using
 	// the connection.
@@ -257,6 +264,7 @@ func (bc *backendConn) finishBody() error {
 
 func newBackendConn(p *connPool, conn net.Conn) *backendConn {
 	bc := &backendConn{conn: conn, pool: p}
+	bc.sock.Init(conn)
 	bc.br = bufio.NewReaderSize(connReader{bc}, connBufferSize)
 	bc.bw = bufio.NewWriterSize(connWriter{bc}, connBufferSize)
 	return bc
@@ -296,8 +304,23 @@ type connReader struct{ bc *backendConn }
 func (r connReader) Read(p []byte) (int, error) {
 	bc := r.bc
 	for {
-		n, err := bc.conn.Read(p)
+		var n int
+		var err error
+		if q := bc.request; q != nil {
+			var nq int
+			nq, n, err = bc.sock.WriteRead(q, p)
+			bc.written += int64(nq)
+			bc.request = nil
+			if nq < len(q) && err != nil {
+				bc.request = q[nq:] // for the read after the watch starts
+			}
+		} else {
+			n, err = bc.sock.Read(p)
+		}
 		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || bc.aborted.Load() || bc.call == nil {
+			if err != nil {
+				bc.request = nil
+			}
 			return n, err
 		}
 		bc.call.watchClient()
@@ -307,6 +330,7 @@ func (r connReader) Read(p []byte) (int, error) {
 		// must not be undone.
 		if bc.aborted.Load() {
 			bc.conn.SetDeadline(aLongTimeAgo)
+			bc.request = nil
 			return n, err
 		}
 		if n > 0 {
@@ -320,9 +344,26 @@ func (r connReader) Read(p []byte) (int, error) {
 type connWriter struct{ bc *backendConn }
 
 func (w connWriter) Write(p []byte) (int, error) {
-	n, err := w.bc.conn.Write(p)
+	if w.bc.deferWrite {
+		// flushRequest's: written by the read of the answer.
+		w.bc.deferWrite = false
+		w.bc.request = p
+		return len(p), nil
+	}
+	n, err := w.bc.sock.Write(p)
 	w.bc.written += int64(n)
 	return n, err
+}
+
+// flushRequest flushes a request that has no body to follow: its last
+// bytes are written by the first read of its answer (connReader), which
+// then waits for the answer without a read attempt first. bw's buffer
+// holds them until then: nothing writes to bw before that read.
+func (bc *backendConn) flushRequest() error {
+	bc.deferWrite = true
+	err := bc.bw.Flush()
+	bc.deferWrite = false
+	return err
 }
 
 // abort makes every blocked and future read and write on the connection

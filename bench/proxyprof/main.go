@@ -1,7 +1,7 @@
 // Command proxyprof runs deployer's proxy package in front of an app's unix
-// socket, with the settings the daemon gives its public http.Server, so
-// that the proxy's hot path can be profiled without the supervisor around
-// it:
+// socket, behind the front end and settings the daemon gives its plain
+// public listener, so that the proxy's hot path can be profiled without the
+// supervisor around it:
 //
 //	go run ./bench/backend -socket /tmp/app.sock &
 //	go run ./bench/proxyprof -socket /tmp/app.sock -cpuprofile cpu.out -allocprofile allocs.out -for 15s &
@@ -19,13 +19,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"runtime"
 	"runtime/pprof"
 	"time"
 
 	"github.com/deployer/deployer/proxy"
+	"github.com/deployer/deployer/proxy/front"
 )
 
 func main() {
@@ -52,8 +52,8 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	// As supervisor/daemon.go configures the public server.
-	srv := &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	// As supervisor/daemon.go configures its plain public listener.
+	srv := &front.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
 	go srv.Serve(l)
 
 	if *hold > 0 {

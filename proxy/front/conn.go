@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/deployer/deployer/proxy/internal/rawio"
 )
 
 // lingerTimeout is how long a connection the server closes after a
@@ -31,6 +33,7 @@ const lingerTimeout = 500 * time.Millisecond
 type conn struct {
 	srv        *Server
 	rwc        net.Conn
+	sock       *rawio.Conn // rwc's socket, for the request's reads and the response's writes
 	remoteAddr string
 	state      atomic.Uint64 // http.ConnState | tag<<8 (see setState)
 	idles      uint64        // times the connection went idle (its goroutine's)
@@ -70,7 +73,8 @@ type conn struct {
 }
 
 func newConn(s *Server, rwc net.Conn) *conn {
-	c := &conn{srv: s, rwc: rwc, hdr: make(http.Header, 8)}
+	c := &conn{srv: s, rwc: rwc, sock: new(rawio.Conn), hdr: make(http.Header, 8)}
+	c.sock.Init(rwc)
 	if ra := rwc.RemoteAddr(); ra != nil {
 		c.remoteAddr = ra.String()
 	}
@@ -183,7 +187,7 @@ func (c *conn) readRequest(first bool) (got bool, err error) {
 			// waited: wait for the next request without one, as
 			// a held request's connection (10,000 of them after a
 			// pause) would otherwise all take one at once.
-			if _, err := c.rwc.Read(c.byteBuf[:]); err != nil {
+			if _, err := c.sock.Read(c.byteBuf[:]); err != nil {
 				return false, err
 			}
 			c.hasByte = true

@@ -173,7 +173,7 @@ func (c *conn) startBackgroundReadLocked() {
 }
 
 func (c *conn) backgroundRead(x *reqCtx, done chan struct{}) {
-	n, err := c.rwc.Read(c.byteBuf[:])
+	n, err := c.sock.Read(c.byteBuf[:])
 	c.mu.Lock()
 	if n == 1 {
 		// The first byte of a pipelined request: keep it for the parser.
@@ -227,5 +227,5 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.hasByte = false
 		return 1, nil
 	}
-	return c.rwc.Read(p)
+	return c.sock.Read(p)
 }

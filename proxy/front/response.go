@@ -118,7 +118,7 @@ func (w *response) continueUnsent() bool {
 func (w *response) writer() *bufio.Writer {
 	if w.c.bw == nil {
 		bw := writerPool.Get().(*bufio.Writer)
-		bw.Reset(w.c.rwc)
+		bw.Reset(w.c.sock)
 		w.c.bw = bw
 	}
 	return w.c.bw
