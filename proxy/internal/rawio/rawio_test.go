@@ -3,10 +3,12 @@ package rawio
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -249,4 +251,131 @@ func pairB(b *testing.B) (client, server net.Conn) {
 	}
 	b.Cleanup(func() { client.Close(); server.Close() })
 	return client, server
+}
+
+func wrapRequest(nc net.Conn) *RequestConn {
+	c := new(RequestConn)
+	c.Init(nc)
+	return c
+}
+
+// echoServer answers every read on sv with what it read, at once.
+func echoServer(sv net.Conn) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := sv.Read(buf)
+		if err != nil {
+			return
+		}
+		if _, err := sv.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+func TestWriteRead(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			cl, sv := pair(t, network)
+			go echoServer(sv)
+			c := wrapRequest(cl)
+			if enabled && c.rc == nil {
+				t.Fatalf("a %s connection is not read raw", network)
+			}
+			// Many round trips: an answer that arrives between the
+			// write and the wait must wake the wait every time.
+			buf := make([]byte, 64)
+			done := make(chan error, 1)
+			go func() {
+				for i := range 20000 {
+					q := []byte("request " + strconv.Itoa(i))
+					nq, nr, err := c.WriteRead(q, buf)
+					if err == nil && nr < len(q) {
+						var more int
+						more, err = io.ReadFull(&c.Conn, buf[nr:len(q)])
+						nr += more
+					}
+					if err != nil || nq != len(q) || string(buf[:nr]) != string(q) {
+						done <- fmt.Errorf("round %d: WriteRead = %d, %q, %v", i, nq, buf[:nr], err)
+						return
+					}
+				}
+				done <- nil
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(60 * time.Second):
+				t.Fatal("a WriteRead never saw its answer")
+			}
+		})
+	}
+}
+
+func TestWriteReadLongRequest(t *testing.T) {
+	// A request the socket cannot take at once: the write finishes
+	// outside the read, which then reads the answer as usual.
+	cl, sv := pair(t, "unix")
+	if err := setSendBuffer(cl, 4096); err != nil {
+		t.Fatal(err)
+	}
+	q := bytes.Repeat([]byte("x"), MaxRawWrite)
+	go func() {
+		if _, err := io.ReadFull(sv, make([]byte, len(q))); err == nil {
+			sv.Write([]byte("done"))
+		}
+	}()
+	c := wrapRequest(cl)
+	buf := make([]byte, 16)
+	nq, nr, err := c.WriteRead(q, buf)
+	if err != nil || nq != len(q) || string(buf[:nr]) != "done" {
+		t.Fatalf("WriteRead = %d, %q, %v; want %d, done", nq, buf[:nr], err, len(q))
+	}
+}
+
+func TestWriteReadErrors(t *testing.T) {
+	t.Run("peer gone", func(t *testing.T) {
+		cl, sv := pair(t, "unix")
+		sv.Close()
+		nq, _, err := wrapRequest(cl).WriteRead([]byte("GET"), make([]byte, 16))
+		if nq != 0 || !errors.Is(err, syscall.EPIPE) {
+			t.Fatalf("WriteRead to a closed peer = %d, %v; want 0, EPIPE", nq, err)
+		}
+	})
+	t.Run("deadline passed", func(t *testing.T) {
+		cl, sv := pair(t, "unix")
+		cl.SetReadDeadline(time.Unix(1, 0))
+		nq, _, err := wrapRequest(cl).WriteRead([]byte("GET"), make([]byte, 16))
+		if nq != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("WriteRead past the read deadline = %d, %v; want 0 written, a timeout", nq, err)
+		}
+		sv.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if n, _ := sv.Read(make([]byte, 16)); n != 0 {
+			t.Fatalf("the peer got %d bytes of a request that was not to be written", n)
+		}
+	})
+	t.Run("no answer in time", func(t *testing.T) {
+		cl, sv := pair(t, "unix")
+		cl.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		nq, _, err := wrapRequest(cl).WriteRead([]byte("GET"), make([]byte, 16))
+		if nq != 3 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("WriteRead without an answer = %d, %v; want 3 written, a timeout", nq, err)
+		}
+		if _, err := io.ReadFull(sv, make([]byte, 3)); err != nil {
+			t.Fatalf("the peer did not get the request: %v", err)
+		}
+	})
+	t.Run("peer closes instead of answering", func(t *testing.T) {
+		cl, sv := pair(t, "tcp")
+		go func() {
+			io.ReadFull(sv, make([]byte, 3))
+			sv.Close()
+		}()
+		_, nr, err := wrapRequest(cl).WriteRead([]byte("GET"), make([]byte, 16))
+		if nr != 0 || err != io.EOF {
+			t.Fatalf("WriteRead answered by a close = %d, %v; want io.EOF", nr, err)
+		}
+	})
 }
