@@ -37,6 +37,9 @@ func main() {
 	runFor := flag.Duration("for", 0, "stop after this long, writing the profiles (0: run until killed, no profiles)")
 	hold := flag.Int("hold", 0, "measure the memory of this many held requests, then exit")
 	flag.Parse()
+	if *heapProfile != "" {
+		runtime.MemProfileRate = 1 // every allocation, for exact figures per held request
+	}
 	if *socket == "" {
 		fmt.Fprintln(os.Stderr, "proxyprof: -socket is required")
 		os.Exit(2)

@@ -31,9 +31,13 @@ const lingerTimeout = 500 * time.Millisecond
 // request, its header map or the writer once they return (net/http allows
 // that; the proxy never does).
 type conn struct {
-	srv        *Server
-	rwc        net.Conn
-	sock       *rawio.Conn // rwc's socket, for the request's reads and the response's writes
+	srv *Server
+	rwc net.Conn
+	// sock is rwc's socket, for the request's reads and the response's
+	// writes. It goes back to sockPool with the read buffer while a
+	// handler waits with its client watched by epoll (a held request),
+	// unless a response is being written: see startBackgroundReadLocked.
+	sock       *rawio.Conn
 	remoteAddr string
 	state      atomic.Uint64 // http.ConnState | tag<<8 (see setState)
 	idles      uint64        // times the connection went idle (its goroutine's)
@@ -73,8 +77,7 @@ type conn struct {
 }
 
 func newConn(s *Server, rwc net.Conn) *conn {
-	c := &conn{srv: s, rwc: rwc, sock: new(rawio.Conn), hdr: make(http.Header, 8)}
-	c.sock.Init(rwc)
+	c := &conn{srv: s, rwc: rwc, hdr: make(http.Header, 8)}
 	if ra := rwc.RemoteAddr(); ra != nil {
 		c.remoteAddr = ra.String()
 	}
@@ -136,6 +139,7 @@ func (c *conn) serve() {
 		c.srv.trackConn(c, false)
 		c.releaseWriter()
 		c.releaseReader()
+		c.releaseSock()
 	}()
 	c.restoreReader()
 	c.armReadDeadline(time.Now().Add(c.srv.readHeaderTimeout()))
@@ -187,6 +191,7 @@ func (c *conn) readRequest(first bool) (got bool, err error) {
 			// waited: wait for the next request without one, as
 			// a held request's connection (10,000 of them after a
 			// pause) would otherwise all take one at once.
+			c.restoreSock()
 			if _, err := c.sock.Read(c.byteBuf[:]); err != nil {
 				return false, err
 			}
@@ -589,11 +594,36 @@ func (c *conn) releaseReader() {
 	}
 }
 
-// restoreReader gives c a read buffer if it has none.
+// restoreReader gives c a read buffer if it has none, and the socket
+// reader it reads from.
 func (c *conn) restoreReader() {
+	c.restoreSock()
 	if c.br == nil {
 		c.br = readerPool.Get().(*bufio.Reader)
 		c.br.Reset(c)
+	}
+}
+
+// sockPool holds the connections' socket readers and writers while they
+// wait with their requests held.
+var sockPool = sync.Pool{New: func() any { return new(rawio.Conn) }}
+
+// restoreSock gives c its socket reader and writer if it has none. Called
+// by the connection's goroutine between requests, or with c.mu held.
+func (c *conn) restoreSock() {
+	if c.sock == nil {
+		c.sock = sockPool.Get().(*rawio.Conn)
+		c.sock.Init(c.rwc)
+	}
+}
+
+// releaseSock gives c.sock back to the pool, when no read or write can use
+// it until restoreSock: see startBackgroundReadLocked.
+func (c *conn) releaseSock() {
+	if c.sock != nil {
+		c.sock.Init(nil)
+		sockPool.Put(c.sock)
+		c.sock = nil
 	}
 }
 

@@ -160,6 +160,12 @@ func (c *conn) startBackgroundReadLocked() {
 	c.releaseReader()
 	c.bgRunning = true
 	if c.watch = startClientWatch(c, c.ctx); c.watch != nil {
+		// Nothing reads the socket until the handler returns, and
+		// nothing writes it before writer, which takes c.mu: a held
+		// request keeps no socket reader either.
+		if c.bw == nil {
+			c.releaseSock()
+		}
 		return
 	}
 	// A head read in one go leaves the idle deadline armed (see

@@ -116,12 +116,18 @@ func (w *response) continueUnsent() bool {
 }
 
 func (w *response) writer() *bufio.Writer {
-	if w.c.bw == nil {
+	c := w.c
+	if c.bw == nil {
 		bw := writerPool.Get().(*bufio.Writer)
-		bw.Reset(w.c.sock)
-		w.c.bw = bw
+		// Under c.mu: a client watch starting meanwhile releases the
+		// socket only if no writer has it (startBackgroundReadLocked).
+		c.mu.Lock()
+		c.restoreSock()
+		bw.Reset(c.sock)
+		c.bw = bw
+		c.mu.Unlock()
 	}
-	return w.c.bw
+	return c.bw
 }
 
 func (w *response) WriteHeader(code int) {

@@ -59,10 +59,12 @@ type half struct {
 	fn    func(fd uintptr) bool
 }
 
-// Init makes c read and write nc.
+// Init makes c read and write nc. A Conn may be initialized again, for
+// another connection, once no call is in progress: the callbacks made the
+// first time are kept.
 func (c *Conn) Init(nc net.Conn) {
-	*c = Conn{nc: nc}
-	if !enabled {
+	*c = Conn{nc: nc, r: half{fn: c.r.fn}, w: half{fn: c.w.fn}}
+	if !enabled || nc == nil {
 		return
 	}
 	sc, ok := nc.(syscall.Conn)
@@ -74,7 +76,9 @@ func (c *Conn) Init(nc net.Conn) {
 		return
 	}
 	c.rc = rc
-	c.r.fn, c.w.fn = c.r.read, c.w.write
+	if c.r.fn == nil {
+		c.r.fn, c.w.fn = c.r.read, c.w.write
+	}
 }
 
 // Read reads from the socket into p, as net.Conn.Read.
