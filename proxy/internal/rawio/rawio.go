@@ -10,9 +10,15 @@
 // often descheduled in the middle of one, so sysmon keeps finding Ps to
 // take, never backs off from its 20 µs period, and hands Ps from thread to
 // thread. On the benchmark's 2-core machine that bookkeeping cost a plain
-// Go relay about a fifth of its CPU per request (bench/rawrelay, 12.3 µs
-// per request with net.Conn's calls, 10.0 µs with these; sysmon's sleeps
-// went from about 3,700 a second to none).
+// Go relay about a fifth of its CPU per request (bench/rawrelay changed to
+// these calls: 12.3 → 10.0 µs per request; sysmon's sleeps went from about
+// 3,700 a second to none), and deployer 16.2 → 14.7 µs in one run (BENCHMARKS.md).
+//
+// The price is in the tail: a thread the kernel deschedules in the middle
+// of a raw call keeps its P, so the goroutines queued on that P wait for it
+// instead of moving to another thread after 20 µs. Under the benchmark's
+// load deployer's median latency fell by about a tenth and its p99 rose by
+// about as much (BENCHMARKS.md, "The third step").
 //
 // Conn keeps everything else of the net.Conn: it goes through the
 // connection's syscall.RawConn, so the runtime's poller parks the
