@@ -142,20 +142,31 @@ func (h *half) read(fd uintptr) bool {
 }
 
 func (h *half) write(fd uintptr) bool {
-	for h.n < len(h.p) {
-		n, errno := write(fd, h.p[h.n:])
+	switch errno := writeAll(fd, h.p, &h.n); errno {
+	case 0:
+		return true
+	case syscall.EAGAIN:
+		return false
+	default:
+		h.errno = errno
+		return true
+	}
+}
+
+// writeAll writes p[*n:] to fd, adding what it wrote to *n, until all of p
+// is written (0), the socket is full (EAGAIN) or the call fails.
+func writeAll(fd uintptr, p []byte, n *int) syscall.Errno {
+	for *n < len(p) {
+		k, errno := write(fd, p[*n:])
 		switch errno {
 		case 0:
-			h.n += n
+			*n += k
 		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false
 		default:
-			h.errno = errno
-			return true
+			return errno
 		}
 	}
-	return true
+	return 0
 }
 
 // RequestConn is a Conn to a server, which speaks only when asked: a request
@@ -231,20 +242,14 @@ func (c *RequestConn) writeRead(fd uintptr) bool {
 	if c.q == nil {
 		return c.r.read(fd)
 	}
-	for c.nq < len(c.q) {
-		n, errno := write(fd, c.q[c.nq:])
-		switch errno {
-		case 0:
-			c.nq += n
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			c.stop = true
-			return true
-		default:
-			c.r.errno = errno
-			return true
-		}
+	switch errno := writeAll(fd, c.q, &c.nq); errno {
+	case 0:
+		c.q = nil
+		return false
+	case syscall.EAGAIN:
+		c.stop = true
+	default:
+		c.r.errno = errno
 	}
-	c.q = nil
-	return false
+	return true
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // pair returns two connected sockets of network ("tcp" or "unix").
-func pair(t *testing.T, network string) (client, server net.Conn) {
+func pair(t testing.TB, network string) (client, server net.Conn) {
 	t.Helper()
 	addr := "127.0.0.1:0"
 	if network == "unix" {
@@ -202,7 +202,7 @@ func setSendBuffer(nc net.Conn, n int) error {
 func BenchmarkReadWrite(b *testing.B) {
 	for _, impl := range []string{"net.Conn", "rawio"} {
 		b.Run(impl, func(b *testing.B) {
-			cl, sv := pairB(b)
+			cl, sv := pair(b, "unix")
 			var rw io.ReadWriter = sv
 			if impl == "rawio" {
 				rw = wrap(sv)
@@ -226,31 +226,6 @@ func BenchmarkReadWrite(b *testing.B) {
 			}
 		})
 	}
-}
-
-func pairB(b *testing.B) (client, server net.Conn) {
-	l, err := net.Listen("unix", filepath.Join(b.TempDir(), "s.sock"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	dialed := make(chan net.Conn, 1)
-	go func() {
-		c, err := net.Dial("unix", l.Addr().String())
-		if err != nil {
-			b.Error(err)
-		}
-		dialed <- c
-	}()
-	server, err = l.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if client = <-dialed; client == nil {
-		b.FailNow()
-	}
-	b.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
 }
 
 func wrapRequest(nc net.Conn) *RequestConn {
