@@ -195,8 +195,14 @@ func (c *call) send(bc *backendConn, r *http.Request, body *replayBody, upType s
 		return response{}, &attemptError{err: err, nothingSent: bc.written == 0}
 	}
 	h := w.Header()
+	var fields []byte // for a fieldsWriter: see readResponseHead
+	if _, ok := w.(fieldsWriter); ok {
+		if fields = bc.fields; fields == nil {
+			fields = make([]byte, 0, 512)
+		}
+	}
 	for {
-		res, got, err := readResponseHead(bc.br, h, r.Method)
+		res, got, err := readResponseHead(bc.br, h, r.Method, fields)
 		if err != nil {
 			if berr := bc.stopBody(); errors.Is(berr, ErrRequestBody) {
 				return response{}, berr
@@ -204,6 +210,9 @@ func (c *call) send(bc *backendConn, r *http.Request, body *replayBody, upType s
 			return response{}, &attemptError{err: err, nothingSent: bc.written == 0, got: got}
 		}
 		if res.status >= 200 || res.status == http.StatusSwitchingProtocols {
+			if res.fields != nil {
+				bc.fields = res.fields // the buffer, grown, for the next response
+			}
 			return res, nil
 		}
 		// 100 Continue is the server's to send: it does when the body is
@@ -213,6 +222,18 @@ func (c *call) send(bc *backendConn, r *http.Request, body *replayBody, upType s
 			writeInterim(w, res)
 		}
 	}
+}
+
+// fieldsWriter is a ResponseWriter that takes a final response's header
+// fields as text (proxy/front's): the app's head goes to the client without
+// a header map in between. fields holds "Name: value\r\n" lines with
+// canonical names, no CR or LF in a value and no hop-by-hop field; length is
+// the Content-Length among them, -1 for none; hasDate reports a Date among
+// them. The fields are written after those set in Header() (a wrapping
+// handler's), and are not added to it; the head is written before
+// WriteHeaderFields returns, so fields may be reused after it.
+type fieldsWriter interface {
+	WriteHeaderFields(code int, fields []byte, length int64, hasDate bool)
 }
 
 // writeInterim passes an interim response on to the client.
@@ -244,7 +265,11 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, c *call, bc *bac
 		h["Trailer"] = []string{strings.Join(res.trailers, ", ")}
 	}
 	c.status = res.status
-	w.WriteHeader(res.status)
+	if res.fields != nil {
+		w.(fieldsWriter).WriteHeaderFields(res.status, res.fields, res.declared, res.hasDate)
+	} else {
+		w.WriteHeader(res.status)
+	}
 	err := copyBody(w, bc, res, &c.bytes)
 	bodyErr := bc.finishBody()
 	broken := c.detach()

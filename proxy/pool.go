@@ -203,13 +203,16 @@ type backendConn struct {
 	// write (see rawio.RequestConn.WriteRead); nil when none.
 	request    []byte
 	deferWrite bool
-	pool       *connPool
-	br         *bufio.Reader
-	bw         *bufio.Writer
-	written    int64 // bytes written to conn since the attempt began
-	call       *call // the request using the connection, while it does
-	aborted    atomic.Bool
-	idleSince  time.Time
+	// fields is the buffer a response's header lines are read into for a
+	// fieldsWriter (see readResponseHead), reused.
+	fields    []byte
+	pool      *connPool
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	written   int64 // bytes written to conn since the attempt began
+	call      *call // the request using the connection, while it does
+	aborted   atomic.Bool
+	idleSince time.Time
 	// watchAt is the read deadline set for the client watch (see armWatch
 	// and connReader); zero when none is set. Owned by the goroutine using
 	// the connection.

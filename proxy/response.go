@@ -31,7 +31,16 @@ type response struct {
 	// header holds the end-to-end headers: the h readResponseHead was
 	// given, or for an interim (1xx) response a map of its own, with every
 	// header of a 101 (its Connection and Upgrade are for the client).
+	// Nil when they went to fields instead.
 	header http.Header
+
+	// fields holds the end-to-end header lines of a final response,
+	// "Name: value\r\n" each, when readResponseHead was given a buffer for
+	// them (see fieldsWriter); declared is the Content-Length they carry
+	// (-1: none) and hasDate whether they carry a Date.
+	fields   []byte
+	declared int64
+	hasDate  bool
 }
 
 // headerField is one header line of a response head.
@@ -45,7 +54,10 @@ type headerField struct{ k, v string }
 // The head is read as one string when it fits in br's buffer (nearly
 // always): header names and values are slices of it, so a response head
 // costs one allocation for its text and one for its values.
-func readResponseHead(br *bufio.Reader, h http.Header, method string) (res response, got bool, err error) {
+//
+// With buf non-nil, the end-to-end headers of a final response other than a
+// 101 without trailers go to res.fields, appended to buf[:0], instead of h.
+func readResponseHead(br *bufio.Reader, h http.Header, method string, buf []byte) (res response, got bool, err error) {
 	head, got, err := readHead(br)
 	if err != nil {
 		return res, got, err
@@ -87,7 +99,7 @@ func readResponseHead(br *bufio.Reader, h http.Header, method string) (res respo
 
 	// The framing and connection headers first: they decide what else is
 	// passed on.
-	res.length = -1
+	res.length, res.declared = -1, -1
 	var connTokens []string
 	haveLength := false
 	for _, f := range fields {
@@ -99,7 +111,7 @@ func readResponseHead(br *bufio.Reader, h http.Header, method string) (res respo
 			if !ok || haveLength && n != res.length {
 				return res, true, fmt.Errorf("%w: Content-Length %q", errMalformedResponse, truncate(f.v))
 			}
-			res.length, haveLength = n, true
+			res.length, res.declared, haveLength = n, n, true
 		case "Transfer-Encoding":
 			// Only one "chunked", as nginx and net/http accept: a second
 			// would be chunked applied twice.
@@ -146,6 +158,10 @@ func readResponseHead(br *bufio.Reader, h http.Header, method string) (res respo
 		}
 	}
 
+	if buf != nil && res.status >= 200 && res.status != http.StatusSwitchingProtocols && len(res.trailers) == 0 {
+		res.fields = appendFields(buf[:0], fields, connTokens, res.status, &res.hasDate)
+		return res, true, nil
+	}
 	raw := res.status == http.StatusSwitchingProtocols
 	if res.status < 200 {
 		h = make(http.Header, len(fields))
@@ -166,6 +182,34 @@ func readResponseHead(br *bufio.Reader, h http.Header, method string) (res respo
 		}
 	}
 	return res, true, nil
+}
+
+// appendFields appends the end-to-end fields of a final response to b as
+// header lines, as the map path would have them written: hop-by-hop ones
+// and a 204's Content-Length left out, a CR in a value made a space.
+func appendFields(b []byte, fields []headerField, connTokens []string, status int, hasDate *bool) []byte {
+	for _, f := range fields {
+		if hopByHop(f.k) || len(connTokens) > 0 && headerValuesContainToken(connTokens, f.k) {
+			continue
+		}
+		switch f.k {
+		case "Content-Length":
+			if status == http.StatusNoContent {
+				continue
+			}
+		case "Date":
+			*hasDate = true
+		}
+		b = append(b, f.k...)
+		b = append(b, ": "...)
+		if strings.IndexByte(f.v, '\r') < 0 {
+			b = append(b, f.v...)
+		} else {
+			b = append(b, strings.ReplaceAll(f.v, "\r", " ")...)
+		}
+		b = append(b, "\r\n"...)
+	}
+	return b
 }
 
 // readHead returns the next response head from br without its final empty

@@ -101,7 +101,7 @@ func TestReadResponseHead(t *testing.T) {
 			}
 			br := bufio.NewReaderSize(strings.NewReader(tt.raw), 64)
 			h := http.Header{}
-			res, got, err := readResponseHead(br, h, method)
+			res, got, err := readResponseHead(br, h, method, nil)
 			if err != nil || !got {
 				t.Fatalf("readResponseHead: got=%v err=%v", got, err)
 			}
@@ -125,12 +125,12 @@ func TestReadResponseHeadLong(t *testing.T) {
 	long := strings.Repeat("v", 10000)
 	raw := "HTTP/1.1 200 OK\r\nX-Long: " + long + "\r\nContent-Length: 0\r\n\r\n"
 	h := http.Header{}
-	res, _, err := readResponseHead(bufio.NewReaderSize(strings.NewReader(raw), 4096), h, http.MethodGet)
+	res, _, err := readResponseHead(bufio.NewReaderSize(strings.NewReader(raw), 4096), h, http.MethodGet, nil)
 	if err != nil || res.status != 200 || h.Get("X-Long") != long {
 		t.Fatalf("status %d, X-Long of %d bytes, err %v", res.status, len(h.Get("X-Long")), err)
 	}
 	huge := "HTTP/1.1 200 OK\r\nX-Huge: " + strings.Repeat("v", maxResponseHead) + "\r\n\r\n"
-	if _, _, err := readResponseHead(bufio.NewReaderSize(strings.NewReader(huge), 4096), http.Header{}, http.MethodGet); !errors.Is(err, errResponseHeadLarge) {
+	if _, _, err := readResponseHead(bufio.NewReaderSize(strings.NewReader(huge), 4096), http.Header{}, http.MethodGet, nil); !errors.Is(err, errResponseHeadLarge) {
 		t.Errorf("a head over %d bytes: %v, want errResponseHeadLarge", maxResponseHead, err)
 	}
 }
@@ -160,7 +160,7 @@ func TestReadResponseHeadErrors(t *testing.T) {
 		{"length too large", "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, got, err := readResponseHead(bufio.NewReader(strings.NewReader(tt.raw)), http.Header{}, http.MethodGet)
+			_, got, err := readResponseHead(bufio.NewReader(strings.NewReader(tt.raw)), http.Header{}, http.MethodGet, nil)
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -178,11 +178,11 @@ func TestReadResponseHeadInterim(t *testing.T) {
 		"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-Websocket-Accept: x\r\n\r\n"
 	br := bufio.NewReader(strings.NewReader(raw))
 	h := http.Header{}
-	res, _, err := readResponseHead(br, h, http.MethodGet)
+	res, _, err := readResponseHead(br, h, http.MethodGet, nil)
 	if err != nil || res.status != 103 || res.header.Get("Link") == "" || len(h) != 0 {
 		t.Fatalf("103: status %d header %v, final header %v, err %v", res.status, res.header, h, err)
 	}
-	res, _, err = readResponseHead(br, h, http.MethodGet)
+	res, _, err = readResponseHead(br, h, http.MethodGet, nil)
 	if err != nil || res.status != 101 || res.upgrade != "websocket" || res.header.Get("Connection") != "Upgrade" || len(h) != 0 {
 		t.Fatalf("101: status %d upgrade %q header %v, err %v", res.status, res.upgrade, res.header, err)
 	}
@@ -198,7 +198,7 @@ func BenchmarkReadResponseHead(b *testing.B) {
 		r.Reset(raw)
 		br.Reset(r)
 		clear(h)
-		if _, _, err := readResponseHead(br, h, http.MethodGet); err != nil {
+		if _, _, err := readResponseHead(br, h, http.MethodGet, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -242,5 +242,25 @@ func TestHeadEnd(t *testing.T) {
 		if got, want := headEnd([]byte(s)), ref([]byte(s)); got != want {
 			t.Errorf("headEnd(%q) = %d, want %d", s, got, want)
 		}
+	}
+}
+
+// BenchmarkReadResponseFields is BenchmarkReadResponseHead for a front end
+// that takes the fields as text (fieldsWriter): no map.
+func BenchmarkReadResponseFields(b *testing.B) {
+	raw := "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 67\r\nDate: Sat, 21 Nov 2026 12:54:12 GMT\r\nX-Version: v1\r\n\r\n"
+	r := strings.NewReader(raw)
+	br := bufio.NewReaderSize(r, 4096)
+	h := http.Header{}
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Reset(raw)
+		br.Reset(r)
+		res, _, err := readResponseHead(br, h, http.MethodGet, buf)
+		if err != nil || len(res.fields) == 0 || len(h) != 0 {
+			b.Fatal(err, len(res.fields), len(h))
+		}
+		buf = res.fields
 	}
 }

@@ -1,6 +1,7 @@
 package front
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -193,5 +194,151 @@ func TestProxySlowAppClientGone(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("timed out")
+	}
+}
+
+// startRawApp answers each request on a unix socket with responses[path],
+// bytes as they are, so that a test controls every header line.
+func startRawApp(t testing.TB, responses map[string]string) proxy.Target {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "front")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	ln, err := net.Listen("unix", filepath.Join(dir, "app.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					path := strings.Fields(line)[1]
+					for line != "\r\n" {
+						if line, err = br.ReadString('\n'); err != nil {
+							return
+						}
+					}
+					if _, err := io.WriteString(c, responses[path]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return proxy.Target{Network: "unix", Addr: ln.Addr().String()}
+}
+
+// TestProxyResponseFields: an app's response head reaches the client
+// through WriteHeaderFields (no header map) as it would through the map:
+// end-to-end fields in order, hop-by-hop ones dropped, one Date, the
+// framing redone, and the fields a wrapping handler set written too.
+func TestProxyResponseFields(t *testing.T) {
+	p := proxy.New(proxy.Options{Logger: testLogger(t)})
+	p.SetApp("web", proxy.AppOptions{})
+	if err := p.SetRoutes([]proxy.Route{{Host: "*", App: "web"}}); err != nil {
+		t.Fatal(err)
+	}
+	p.Serve("web", "v1", []proxy.Target{startRawApp(t, map[string]string{
+		"/date":    "HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
+		"/nodate":  "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"/hop":     "HTTP/1.1 200 OK\r\nConnection: X-Private, keep-alive\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\ncontent-type: text/plain\r\nContent-Length: 2\r\n\r\nok",
+		"/chunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"/cr":      "HTTP/1.1 200 OK\r\nX-Odd: a\rb\r\nContent-Length: 2\r\n\r\nok",
+		"/204":     "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-Kept: yes\r\n\r\n",
+	})})
+	// The wrapping handler sets a field of its own, and on /wrapped asks
+	// for the connection to close, as the supervisor does when it hands
+	// over.
+	_, addr := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Wrapper", "1")
+		if r.URL.Path == "/wrapped" {
+			r.URL.Path = "/date"
+			w.Header().Set("Connection", "close")
+		}
+		p.ServeHTTP(w, r)
+	}), nil)
+
+	cl := dial(t, addr)
+	get := func(path string) (*http.Response, string) {
+		t.Helper()
+		cl.send("GET " + path + " HTTP/1.1\r\nHost: h\r\n\r\n")
+		return cl.get("GET")
+	}
+	one := func(res *http.Response, k, want string) {
+		t.Helper()
+		if got := res.Header[k]; len(got) != 1 || want != "" && got[0] != want {
+			t.Errorf("%s: %q, want one %q", k, got, want)
+		}
+	}
+
+	res, body := get("/date")
+	one(res, "Date", "Mon, 01 Jan 2024 00:00:00 GMT")
+	one(res, "Content-Length", "2")
+	one(res, "X-Wrapper", "1")
+	if body != "ok" {
+		t.Errorf("/date body %q", body)
+	}
+
+	res, _ = get("/nodate")
+	one(res, "Date", "") // the server's
+
+	res, _ = get("/hop")
+	for _, k := range []string{"X-Private", "Keep-Alive", "Connection"} {
+		if v, ok := res.Header[k]; ok {
+			t.Errorf("hop-by-hop %s reached the client: %q", k, v)
+		}
+	}
+	one(res, "X-Kept", "yes")
+	one(res, "Content-Type", "text/plain")
+	if got := res.Header["Set-Cookie"]; len(got) != 2 || got[0] != "a=1" || got[1] != "b=2" {
+		t.Errorf("Set-Cookie %q, want [a=1 b=2]", got)
+	}
+
+	res, body = get("/chunked")
+	if body != "abc" || len(res.TransferEncoding) != 1 || res.TransferEncoding[0] != "chunked" {
+		t.Errorf("/chunked: %q, transfer encoding %q", body, res.TransferEncoding)
+	}
+
+	res, _ = get("/cr")
+	one(res, "X-Odd", "a b")
+
+	res, _ = get("/204")
+	if res.StatusCode != 204 || res.Header["Content-Length"] != nil {
+		t.Errorf("/204: %d, Content-Length %q", res.StatusCode, res.Header["Content-Length"])
+	}
+	one(res, "X-Kept", "yes")
+
+	res, body = get("/wrapped")
+	if !res.Close {
+		t.Error("/wrapped: no Connection: close")
+	}
+	one(res, "X-Wrapper", "1")
+	one(res, "Date", "Mon, 01 Jan 2024 00:00:00 GMT")
+	if body != "ok" {
+		t.Errorf("/wrapped body %q", body)
+	}
+	if !cl.closed() {
+		t.Error("the connection stayed open after Connection: close")
+	}
+
+	// HTTP/1.0: a body of unknown length ends with the connection.
+	cl = dial(t, addr)
+	cl.send("GET /chunked HTTP/1.0\r\nHost: h\r\n\r\n")
+	res, body = cl.get("GET")
+	if body != "abc" || res.TransferEncoding != nil || !res.Close {
+		t.Errorf("HTTP/1.0 /chunked: %q, transfer encoding %q, close %v", body, res.TransferEncoding, res.Close)
 	}
 }

@@ -59,6 +59,11 @@ type response struct {
 	handlerDone bool
 	hijacked    bool
 	wdlSet      bool // SetWriteDeadline was used
+	fieldsDate  bool // fields has a Date
+
+	// fields: header lines WriteHeaderFields has commit write after the
+	// map's; nil otherwise.
+	fields []byte
 }
 
 func (w *response) reset(isHead bool) {
@@ -67,7 +72,7 @@ func (w *response) reset(isHead bool) {
 	w.isHead, w.bodyless, w.clen, w.written = isHead, false, -1, 0
 	w.pending = w.pending[:0]
 	w.handlerDone, w.hijacked, w.werr, w.wdlSet = false, false, nil, false
-	w.expect = false
+	w.expect, w.fieldsDate = false, false
 	w.sentContinue.Store(false)
 }
 
@@ -160,6 +165,34 @@ func (w *response) WriteHeader(code int) {
 		// straight after it.
 		w.commit()
 	}
+}
+
+// WriteHeaderFields is WriteHeader for a final response whose header
+// fields the handler has as text already: the proxy, with an app's response
+// head, spares a header map that way. fields holds "Name: value\r\n" lines,
+// names valid and values free of CR and LF, none hop-by-hop (Connection,
+// Transfer-Encoding...); length is the Content-Length among them, -1 for
+// none; hasDate reports a Date among them. They are written after the
+// fields of Header(), not added to it. The head is in the connection's
+// buffer when it returns: fields may be reused then.
+func (w *response) WriteHeaderFields(code int, fields []byte, length int64, hasDate bool) {
+	if w.hijacked || w.wroteHeader {
+		return
+	}
+	if code < 200 || code > 999 || code == http.StatusSwitchingProtocols {
+		panic("front: WriteHeaderFields code " + strconv.Itoa(code) + " is not a final response's")
+	}
+	w.noContinue()
+	w.wroteHeader = true
+	w.status = code
+	w.bodyless = code == http.StatusNoContent || code == http.StatusNotModified
+	if length >= 0 {
+		delete(w.header, "Content-Length") // the fields' is the one
+	}
+	w.clen = length
+	w.fields, w.fieldsDate = fields, hasDate
+	w.commit()
+	w.fields = nil
 }
 
 // writeInterim sends a 1xx response at once (103 Early Hints and the like,
@@ -349,7 +382,8 @@ func (w *response) commit() {
 		}
 		writeField(bw, k, vs)
 	}
-	if _, ok := h["Date"]; !ok {
+	bw.Write(w.fields)
+	if _, ok := h["Date"]; !ok && !w.fieldsDate {
 		bw.Write(dateLine())
 	}
 	if w.chunked {
