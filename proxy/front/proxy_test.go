@@ -14,9 +14,9 @@ import (
 	"github.com/deployer/deployer/proxy"
 )
 
-// startApp serves h on a unix socket, as an app would, until the test
-// ends. The directory is under /tmp: sun_path holds 108 bytes.
-func startApp(t testing.TB, h http.Handler) proxy.Target {
+// listenApp listens on a unix socket for an app, until the test ends. The
+// directory is under /tmp: sun_path holds 108 bytes.
+func listenApp(t testing.TB) (net.Listener, proxy.Target) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "front")
 	if err != nil {
@@ -28,10 +28,19 @@ func startApp(t testing.TB, h http.Handler) proxy.Target {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { ln.Close() })
+	return ln, proxy.Target{Network: "unix", Addr: path}
+}
+
+// startApp serves h on a unix socket, as an app would, until the test
+// ends.
+func startApp(t testing.TB, h http.Handler) proxy.Target {
+	t.Helper()
+	ln, target := listenApp(t)
 	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return proxy.Target{Network: "unix", Addr: path}
+	return target
 }
 
 // startProxy serves a proxy.Proxy, with app "web" routed for every host,
@@ -201,16 +210,7 @@ func TestProxySlowAppClientGone(t *testing.T) {
 // bytes as they are, so that a test controls every header line.
 func startRawApp(t testing.TB, responses map[string]string) proxy.Target {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "front")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	ln, err := net.Listen("unix", filepath.Join(dir, "app.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
+	ln, target := listenApp(t)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -238,7 +238,7 @@ func startRawApp(t testing.TB, responses map[string]string) proxy.Target {
 			}()
 		}
 	}()
-	return proxy.Target{Network: "unix", Addr: ln.Addr().String()}
+	return target
 }
 
 // TestProxyResponseFields: an app's response head reaches the client
