@@ -97,6 +97,12 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"path without slash", app + "path = \"api\"\n", []problem{
 			{5, `apps.web.path "api" must start with /`},
 		}},
+		{"path with a fragment", app + "path = \"/api#x\"\n", []problem{
+			{5, `apps.web.path "/api#x" has a query or fragment`},
+		}},
+		{"path with a query", app + "path = \"/api?v=1\"\n", []problem{
+			{5, `apps.web.path "/api?v=1" has a query or fragment`},
+		}},
 		{"hosts", app + `hosts = ["", "a.*.com", "example.com:80", "*.", "*x.com", "a b"]` + "\n", []problem{
 			{5, `hosts entry "": must not be empty`},
 			{5, `hosts entry "a.*.com": the only wildcards are`},

@@ -142,6 +142,9 @@ func (l *loader) app(name string, raw rawApp, d DeployerConfig) *AppConfig {
 		a.Path = raw.Path
 		if !strings.HasPrefix(a.Path, "/") {
 			l.addf(key("path"), "%spath %q must start with /", prefix, a.Path)
+		} else if strings.ContainsAny(a.Path, "?#") {
+			// As the proxy's routes: a prefix of paths, never a query.
+			l.addf(key("path"), "%spath %q has a query or fragment: a route matches paths only", prefix, a.Path)
 		}
 	}
 	a.StripPath = raw.StripPath
