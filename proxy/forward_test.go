@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testapp"
 )
 
 // A target whose socket does not exist yet (ENOENT): the request is held, not
@@ -188,29 +189,7 @@ func TestIsIdempotent(t *testing.T) {
 func startRaw(t testing.TB, reply func(req *http.Request) (raw string, closeAfter bool)) Target {
 	t.Helper()
 	ln, target := listenUnix(t, sockDir(t), "raw.sock")
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				br := bufio.NewReader(conn)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					raw, closeAfter := reply(req)
-					if _, err := io.WriteString(conn, raw); err != nil || closeAfter {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	go testapp.ServeRaw(ln, reply)
 	return target
 }
 

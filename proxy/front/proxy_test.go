@@ -1,7 +1,6 @@
 package front
 
 import (
-	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer/deployer/internal/testapp"
 	"github.com/deployer/deployer/proxy"
 )
 
@@ -211,33 +211,7 @@ func TestProxySlowAppClientGone(t *testing.T) {
 func startRawApp(t testing.TB, responses map[string]string) proxy.Target {
 	t.Helper()
 	ln, target := listenApp(t)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					path := strings.Fields(line)[1]
-					for line != "\r\n" {
-						if line, err = br.ReadString('\n'); err != nil {
-							return
-						}
-					}
-					if _, err := io.WriteString(c, responses[path]); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	go testapp.ServeRaw(ln, func(r *http.Request) (string, bool) { return responses[r.URL.Path], false })
 	return target
 }
 
