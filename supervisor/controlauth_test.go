@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,9 +14,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/deployer/deployer/internal/testlog"
 )
 
 func TestControlAccessCheck(t *testing.T) {
@@ -110,14 +110,14 @@ type fakeConn struct{ net.Conn }
 
 // serveControl serves a 200 behind a controlListener that admits what
 // allow admits, and returns an HTTP client for it and the log.
-func serveControl(t *testing.T, allow func(peerCred) error) (*http.Client, *logBuffer) {
+func serveControl(t *testing.T, allow func(peerCred) error) (*http.Client, *testlog.Buffer) {
 	t.Helper()
 	path := filepath.Join(socketDir(t), "deployer.sock")
 	inner, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	l := &controlListener{Listener: inner, allow: allow, log: slog.New(slog.NewTextHandler(logs, nil))}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -131,24 +131,6 @@ func serveControl(t *testing.T, allow func(peerCred) error) (*http.Client, *logB
 	}}}
 	t.Cleanup(c.CloseIdleConnections)
 	return c, logs
-}
-
-// logBuffer is a log the test reads while refuse goroutines write it.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func TestControlListenerRefuses(t *testing.T) {

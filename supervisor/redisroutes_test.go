@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer/deployer/internal/testlog"
 	"github.com/deployer/deployer/internal/testredis"
 	"github.com/deployer/deployer/proxy"
 )
@@ -28,7 +28,7 @@ type routeTest struct {
 	t     *testing.T
 	d     *Daemon
 	redis *testredis.Server
-	logs  *syncBuf
+	logs  *testlog.Buffer
 	store *RouteStore
 }
 
@@ -57,7 +57,7 @@ hosts = ["www.test"]
 [routes]
 redis = %q
 %s`, stateDir, srv.URL(), extra))
-	logs := &syncBuf{}
+	logs := &testlog.Buffer{}
 	d, err := NewDaemon(cfg, DaemonOptions{Logger: slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), nil))})
 	if err != nil {
 		t.Fatalf("NewDaemon: %v", err)
@@ -385,22 +385,4 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() boo
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// syncBuf is a bytes.Buffer safe for concurrent use.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -9,11 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/deployer/deployer/internal/testlog"
 	"github.com/deployer/deployer/supervisor"
 )
 
@@ -45,8 +45,8 @@ stop_timeout = "5s"
 // daemonProcess is `deployer start` running as a process of its own.
 type daemonProcess struct {
 	cmd    *exec.Cmd
-	out    syncBuffer    // its stdout and stderr
-	exited chan struct{} // closed once cmd.Wait has returned
+	out    testlog.Buffer // its stdout and stderr
+	exited chan struct{}  // closed once cmd.Wait has returned
 }
 
 // startDaemon runs `deployer start -c cfg` and waits until web serves. The
@@ -166,23 +166,4 @@ func quietRun(args ...string) outcome {
 	c := &CLI{Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
 	code := c.Run(context.Background(), args)
 	return outcome{code, stdout.String(), stderr.String()}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output copier and the
-// test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer/deployer/internal/testlog"
 	"github.com/deployer/deployer/supervisor"
 )
 
@@ -59,7 +60,7 @@ type env struct {
 	config string
 	addr   string // the proxy's listen address
 	daemon *exec.Cmd
-	logs   *syncBuffer
+	logs   *testlog.Buffer
 	exited chan struct{}
 }
 
@@ -143,7 +144,7 @@ func (e *env) start(names ...string) {
 // (its output logged if the test failed).
 func (e *env) launch() {
 	e.t.Helper()
-	e.logs = &syncBuffer{}
+	e.logs = &testlog.Buffer{}
 	cmd := exec.Command(deployerBin, "-c", e.config, "start")
 	cmd.Stdout, cmd.Stderr = e.logs, e.logs
 	cmd.Env = append(os.Environ(), "HELLO_RECORD="+filepath.Join(e.dir, "record"))

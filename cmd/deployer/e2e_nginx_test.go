@@ -9,6 +9,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/deployer/deployer/internal/testlog"
 )
 
 // requireBinary skips a test when a server binary it talks to is missing,
@@ -75,7 +77,7 @@ settle = "100ms"
 	// Workers run as root here only because the test's sockets belong to
 	// root; a real setup gives nginx's user access to the socket directory.
 	cmd := exec.Command(nginx, "-p", ngdir, "-c", filepath.Join(ngdir, "nginx.conf"), "-e", filepath.Join(ngdir, "error.log"), "-g", "daemon off; user root;")
-	var out syncBuffer
+	var out testlog.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

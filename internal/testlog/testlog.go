@@ -1,4 +1,5 @@
-// Package testlog makes loggers that write to a test's log.
+// Package testlog makes loggers that write to a test's log, and a buffer
+// a test reads while a process or a logger writes it.
 package testlog
 
 import (
