@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deployer/deployer/internal/testapp"
 	"github.com/deployer/deployer/internal/testlog"
 )
 
@@ -63,23 +64,14 @@ func startCloser(t testing.TB) (Target, *atomic.Int64) {
 	t.Helper()
 	ln, target := listenUnix(t, sockDir(t), "closer.sock")
 	var seen atomic.Int64
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				req, err := http.ReadRequest(bufio.NewReader(conn))
-				if err != nil {
-					return
-				}
-				io.Copy(io.Discard, req.Body)
-				seen.Add(1)
-			}()
+	go testapp.ServeConns(ln, func(conn net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(conn))
+		if err != nil {
+			return
 		}
-	}()
+		io.Copy(io.Discard, req.Body)
+		seen.Add(1)
+	})
 	return target, &seen
 }
 

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testapp"
 )
 
 // setSlots gives instance 0 of the app's first version a pool with n slots.
@@ -125,24 +127,15 @@ func TestSlotWaitBounded(t *testing.T) {
 // sat idle neither fails the liveness probe nor the next request's reads.
 func TestPoolWatchDeadline(t *testing.T) {
 	ln, target := listenUnix(t, sockDir(t), "app.sock")
-	go func() {
+	go testapp.ServeConns(ln, func(c net.Conn) {
+		buf := make([]byte, 64)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := c.Read(buf); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 64)
-				for {
-					if _, err := c.Read(buf); err != nil {
-						return
-					}
-					io.WriteString(c, "ok")
-				}
-			}()
+			io.WriteString(c, "ok")
 		}
-	}()
+	})
 	v := newVersion("v1")
 	v.setTargetsLocked([]Target{target})
 	p := v.instances[0].pool

@@ -17,7 +17,7 @@ const FixedResponse = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCont
 // reading requests with a bufio.Reader and writing raw bytes, until ln is
 // closed. Requests must have no body.
 func ServeFixed(ln net.Listener) {
-	serveConns(ln, func(conn net.Conn) {
+	ServeConns(ln, func(conn net.Conn) {
 		br := bufio.NewReader(conn)
 		for {
 			// A request without a body ends with an empty line.
@@ -42,7 +42,7 @@ func ServeFixed(ln net.Listener) {
 // controls every byte of a response, and keeps the connection unless reply
 // asks to close it. It returns when ln is closed.
 func ServeRaw(ln net.Listener, reply func(req *http.Request) (raw string, closeAfter bool)) {
-	serveConns(ln, func(conn net.Conn) {
+	ServeConns(ln, func(conn net.Conn) {
 		br := bufio.NewReader(conn)
 		for {
 			req, err := http.ReadRequest(br)
@@ -58,9 +58,10 @@ func ServeRaw(ln net.Listener, reply func(req *http.Request) (raw string, closeA
 	})
 }
 
-// serveConns runs serve on each connection ln accepts, in a goroutine of
-// its own, and closes the connection when serve returns.
-func serveConns(ln net.Listener, serve func(net.Conn)) {
+// ServeConns runs serve on each connection ln accepts, in a goroutine of
+// its own, and closes the connection when serve returns. It returns when ln
+// is closed.
+func ServeConns(ln net.Listener, serve func(net.Conn)) {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
