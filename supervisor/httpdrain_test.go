@@ -274,16 +274,8 @@ func TestHandoverIdleConnections(t *testing.T) {
 	url := p.scheme + "://" + p.addr + "/"
 	get := func(c *http.Client) string {
 		t.Helper()
-		res, err := c.Get(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, err := io.ReadAll(res.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res.Proto + " " + strings.TrimSpace(string(b))
+		res, body := getText(t, c, url)
+		return res.Proto + " " + body
 	}
 	for _, cl := range clients {
 		if got, want := get(cl.c), cl.proto+" server 0 over HTTP/"+cl.proto[5:6]; got != want {
@@ -325,16 +317,8 @@ func TestHandoverPlainIdleConnection(t *testing.T) {
 	url := p.scheme + "://" + p.addr + "/"
 	get := func(path string) (string, bool) {
 		t.Helper()
-		res, err := c.Get(url + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, err := io.ReadAll(res.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimSpace(string(b)), res.Close
+		res, body := getText(t, c, url+path)
+		return body, res.Close
 	}
 	if got, _ := get(""); got != "server 0 over HTTP/1" {
 		t.Fatalf("before the hand-over: got %q", got)
@@ -378,4 +362,19 @@ func TestHandoverPlainIdleConnection(t *testing.T) {
 	if n := dials.Load(); n != 2 {
 		t.Errorf("client dialed %d times, want 2 (one per server)", n)
 	}
+}
+
+// getText GETs url with c and returns the response and its body, trimmed.
+func getText(t *testing.T, c *http.Client, url string) (*http.Response, string) {
+	t.Helper()
+	res, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, strings.TrimSpace(string(b))
 }
