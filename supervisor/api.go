@@ -126,6 +126,10 @@ type DaemonStatus struct {
 	// a number that keeps growing while the load does not is a leak.
 	Goroutines int `json:"goroutines"`
 	OpenFDs    int `json:"open_fds"` // -1 where /proc/self/fd cannot be read
+	// Procs is how many threads may run its Go code at once (GOMAXPROCS,
+	// deploy.toml's procs), of the CPUs it may use.
+	Procs int `json:"procs"`
+	CPUs  int `json:"cpus"`
 }
 
 type AppStatus struct {

@@ -38,6 +38,7 @@ type rawDeployer struct {
 	MaxQueued    int      `toml:"max_queued"`
 	DrainTimeout duration `toml:"drain_timeout"`
 	PIDFile      string   `toml:"pid_file"`
+	Procs        int      `toml:"procs"`
 
 	// The public side (config_public.go).
 	Metrics           string   `toml:"metrics"`
@@ -109,6 +110,7 @@ var deployerKeys = map[string]kind{
 	"max_queued":    kindInt,
 	"drain_timeout": kindDuration,
 	"pid_file":      kindString,
+	"procs":         kindInt,
 
 	"metrics":             kindString,
 	"access_log":          kindString,

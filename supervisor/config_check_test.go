@@ -130,6 +130,12 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"max_queued", "[deployer]\nmax_queued = 0\n" + app, []problem{
 			{2, "deployer.max_queued must be at least 1, not 0"},
 		}},
+		{"procs", "[deployer]\nprocs = -1\n" + app, []problem{
+			{2, "deployer.procs must be between 0 (half the CPUs) and 1024, not -1"},
+		}},
+		{"procs too many", "[deployer]\nprocs = 4096\n" + app, []problem{
+			{2, "deployer.procs must be between 0 (half the CPUs) and 1024, not 4096"},
+		}},
 		{"stop_signal", app + "stop_signal = \"SIGSTOP\"\n", []problem{
 			{5, `apps.web.stop_signal "SIGSTOP": want one of SIGTERM`},
 		}},

@@ -55,6 +55,12 @@ func (l *loader) deployer(raw rawDeployer, dir string) DeployerConfig {
 			l.addf(key("max_queued"), "deployer.max_queued must be at least 1, not %d", d.MaxQueued)
 		}
 	}
+	if l.defined(key("procs")) {
+		d.Procs = raw.Procs
+		if d.Procs < 0 || d.Procs > maxProcs {
+			l.addf(key("procs"), "deployer.procs must be between 0 (half the CPUs) and %d, not %d", maxProcs, d.Procs)
+		}
+	}
 	d.Public = l.public(raw, dir)
 	if n := len(controlSocket(d.StateDir)); n > sockets.MaxPathLen {
 		l.addf(key("state_dir"), "control socket path %q is %d bytes, more than the %d a unix socket allows: use a shorter state_dir",

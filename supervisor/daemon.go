@@ -33,6 +33,11 @@ type DaemonOptions struct {
 	// Upgrade starts the new daemon and waits until it is ready
 	// (tableflip's Upgrade); nil: the daemon cannot upgrade itself.
 	Upgrade func() error
+	// ManageProcs makes the daemon set the process's GOMAXPROCS from
+	// deploy.toml's procs, at start and on every reload (see Procs).
+	// cmd/deployer sets it; a test running daemons in its own process
+	// does not.
+	ManageProcs bool
 }
 
 // Daemon is the running deployer: supervisor, control API and proxy.
@@ -106,6 +111,7 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 		started:   time.Now(),
 		procs:     newProcSampler(),
 	}
+	d.setProcs(cfg.Deployer.Procs)
 	d.proxy = proxy.New(d.proxyOptions(cfg))
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	for _, name := range cfg.AppNames() {

@@ -67,6 +67,8 @@ func daemonStatus(started time.Time) DaemonStatus {
 		Binary:     executable(),
 		Goroutines: runtime.NumGoroutine(),
 		OpenFDs:    openFDs(),
+		Procs:      runtime.GOMAXPROCS(0),
+		CPUs:       cpus,
 	}
 }
 

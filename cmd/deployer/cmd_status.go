@@ -115,7 +115,11 @@ func writeStatus(w io.Writer, st *supervisor.Status) error {
 	}
 	fmt.Fprintf(tw, "load average: %.2f, %.2f, %.2f\n", st.Load.Load1, st.Load.Load5, st.Load.Load15)
 	if st.Daemon.PID != 0 {
-		fmt.Fprintf(tw, "daemon: pid %d, up since %s\n", st.Daemon.PID, st.Daemon.Started.Local().Format("2006-01-02 15:04:05"))
+		fmt.Fprintf(tw, "daemon: pid %d, up since %s", st.Daemon.PID, st.Daemon.Started.Local().Format("2006-01-02 15:04:05"))
+		if st.Daemon.Procs > 0 {
+			fmt.Fprintf(tw, ", procs %d of %d CPUs", st.Daemon.Procs, st.Daemon.CPUs)
+		}
+		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
 }

@@ -50,6 +50,9 @@ func (inv *invocation) becomeDaemon(ctx context.Context, cfg *supervisor.Config,
 		Ready:   upg.Ready,
 		OnlyApp: app,
 		Upgrade: upg.Upgrade,
+		// The daemon is this process: deploy.toml's procs sets its
+		// GOMAXPROCS.
+		ManageProcs: true,
 	})
 	if err != nil {
 		// NewDaemon only checks what it was given; its refusal is a config

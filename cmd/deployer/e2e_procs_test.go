@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deployer/deployer/supervisor"
+)
+
+// The daemon runs with procs threads: half the CPUs by default, the number
+// deploy.toml says once it says one (applied by a reload, without a
+// restart), and a bad value is refused with its line while the daemon
+// keeps the one it has. status shows it.
+func TestProcs(t *testing.T) {
+	e := newEnv(t)
+	web := reloadApp("web", `["127.0.0.1"]`)
+	e.writeConfig(reloadConfig("%ADDR%", web))
+	e.start("web")
+
+	want, source := supervisor.Procs(0) // the test process's environment and CPUs are the daemon's
+	if st := e.mustStatus(); st.Daemon.Procs != want || st.Daemon.CPUs < want {
+		t.Fatalf("status: procs %d of %d CPUs, want %d by default", st.Daemon.Procs, st.Daemon.CPUs, want)
+	}
+	if !strings.Contains(e.logs.String(), fmt.Sprintf("procs=%d source=%s", want, source)) {
+		t.Errorf("the daemon's log does not say procs %d:\n%s", want, e.logs.String())
+	}
+
+	e.replaceConfig(strings.Replace(reloadConfig("%ADDR%", web), "[deployer]\n", "[deployer]\nprocs = 3\n", 1))
+	waitFor(t, "procs 3 after a reload", 3*time.Second, func() bool { return e.mustStatus().Daemon.Procs == 3 })
+	if out := e.mustCLI("status"); !strings.Contains(out, "procs 3 of ") {
+		t.Errorf("status does not show procs 3:\n%s", out)
+	}
+
+	e.replaceConfig(strings.Replace(reloadConfig("%ADDR%", web), "[deployer]\n", "[deployer]\nprocs = -2\n", 1))
+	var cfgErr string
+	waitFor(t, "config_error for procs = -2", 3*time.Second, func() bool {
+		cfgErr = e.mustStatus().ConfigError
+		return cfgErr != ""
+	})
+	if !strings.Contains(cfgErr, "deploy.toml:2") || !strings.Contains(cfgErr, "deployer.procs") {
+		t.Errorf("config_error %q: want deploy.toml:2 and deployer.procs", cfgErr)
+	}
+	if st := e.mustStatus(); st.Daemon.Procs != 3 {
+		t.Errorf("procs %d while deploy.toml is invalid, want 3 kept", st.Daemon.Procs)
+	}
+	if code, body, _ := e.get("/"); code != 200 {
+		t.Errorf("GET / while deploy.toml is invalid: %d %s", code, body)
+	}
+
+	// Back to the default.
+	e.replaceConfig(reloadConfig("%ADDR%", web))
+	waitFor(t, "procs "+strconv.Itoa(want)+" again", 3*time.Second, func() bool {
+		st := e.mustStatus()
+		return st.ConfigError == "" && st.Daemon.Procs == want
+	})
+}
