@@ -26,6 +26,7 @@ type daemonConfig struct {
 	Addr, StateDir, Backend, Events string
 	MaxQueued                       int
 	Drain                           string
+	Procs                           int // 0: the key is left out (the default)
 }
 
 var deployTOML = template.Must(template.New("deploy.toml").Parse(`# Written by go run ./bench.
@@ -35,6 +36,9 @@ state_dir = "{{.StateDir}}"
 queue_timeout = "60s"
 max_queued = {{.MaxQueued}}
 drain_timeout = "{{.Drain}}"
+{{- if .Procs}}
+procs = {{.Procs}}
+{{- end}}
 
 [apps.web]
 command = ["{{.Backend}}", "-socket", "{socket}"{{if .Events}}, "-events", "{{.Events}}"{{end}}]
@@ -108,6 +112,24 @@ func (d *daemon) status(ctx context.Context) (appStatus, error) {
 		}
 	}
 	return appStatus{}, fmt.Errorf("status --json lists no app web: %s", out)
+}
+
+// procs reads how many threads run the daemon's Go code at once, from
+// `status --json` (0 from a daemon too old to say).
+func (d *daemon) procs(ctx context.Context) int {
+	out, err := d.cli(ctx, "status", "--json")
+	if err != nil {
+		return 0
+	}
+	var s struct {
+		Daemon struct {
+			Procs int `json:"procs"`
+		} `json:"daemon"`
+	}
+	if decodeJSON(out, &s) != nil {
+		return 0
+	}
+	return s.Daemon.Procs
 }
 
 // shutdown stops the daemon gracefully, then for good.
