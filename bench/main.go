@@ -47,7 +47,7 @@ func main() {
 	flag.StringVar(&o.loadgen, "loadgen", "auto", "load generator: wrk, go (built in), or auto (wrk when installed)")
 	flag.StringVar(&o.deployer, "deployer", "", "use this deployer binary instead of building ./cmd/deployer")
 	flag.StringVar(&o.before, "before", "", "also measure this deployer binary (an earlier build), as the row deployer@before")
-	flag.StringVar(&o.skip, "skip", "", "comma-separated parts to skip: direct,deployer,allcpu,nginx,haproxy,rawrelay,swap,hold")
+	flag.StringVar(&o.skip, "skip", "", "comma-separated parts to skip: direct,deployer,half,nginx,haproxy,rawrelay,swap,hold")
 	flag.BoolVar(&o.json, "json", false, "print the result as JSON instead of a table")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs)")
 	flag.BoolVar(&o.verbose, "v", true, "report progress on stderr")
@@ -114,8 +114,9 @@ type machine struct {
 	HAProxy string `json:"haproxy,omitempty"`
 	NoFile  uint64 `json:"nofile_limit"`
 	// DeployerProcs is the daemon's GOMAXPROCS under its default procs
-	// (the row deployer); the row deployer@allcpu sets procs = CPUs.
+	// (the row deployer); HalfProcs the procs of the row deployer@half.
 	DeployerProcs int `json:"deployer_procs"`
+	HalfProcs     int `json:"half_procs,omitempty"`
 	// LoadBefore and LoadAfter are /proc/loadavg at the start and the end:
 	// other work on the machine disturbs the figures.
 	LoadBefore string `json:"loadavg_before"`
@@ -352,23 +353,24 @@ func run(ctx context.Context, o options) (*result, error) {
 	if !skip["deployer"] {
 		targets = append(targets, target{"deployer", d.addr, d.proc.pid()})
 	}
-	// The same build with procs = every CPU (Go's own default), to show
-	// what the default procs (half the CPUs) changes.
-	var ad *daemon
-	if !skip["allcpu"] {
+	// The same build with procs = half the CPUs, the setting for a
+	// machine whose CPUs the apps need too: what it changes.
+	var hd *daemon
+	if !skip["half"] {
 		addr, err := freePort()
 		if err != nil {
 			return nil, err
 		}
-		logf("starting deployer@allcpu (procs = %d)", runtime.NumCPU())
-		ad, err = startDaemon(ctx, cs, deployerBin, filepath.Join(dir, "allcpu"), daemonConfig{
-			Addr: addr, StateDir: filepath.Join(dir, "allcpu", "run"), Backend: backendBin,
-			MaxQueued: 10000, Drain: "2s", Procs: runtime.NumCPU(),
+		res.Machine.HalfProcs = max(1, (runtime.NumCPU()+1)/2)
+		logf("starting deployer@half (procs = %d)", res.Machine.HalfProcs)
+		hd, err = startDaemon(ctx, cs, deployerBin, filepath.Join(dir, "half"), daemonConfig{
+			Addr: addr, StateDir: filepath.Join(dir, "half", "run"), Backend: backendBin,
+			MaxQueued: 10000, Drain: "2s", Procs: res.Machine.HalfProcs,
 		})
 		if err != nil {
 			return nil, err
 		}
-		targets = append(targets, target{"deployer@allcpu", addr, ad.proc.pid()})
+		targets = append(targets, target{"deployer@half", addr, hd.proc.pid()})
 	}
 	var bd *daemon
 	if o.before != "" {
@@ -465,7 +467,7 @@ func run(ctx context.Context, o options) (*result, error) {
 		}
 	}
 	bd.shutdown(ctx)
-	ad.shutdown(ctx)
+	hd.shutdown(ctx)
 	for _, c := range stopAfter {
 		c.stop(5 * time.Second)
 	}
@@ -558,7 +560,11 @@ func (r *result) print(w io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, Linux %s, open files %d; load average %s before, %s after\n", m.CPUs, m.CPU, m.Go, m.Kernel, m.NoFile, m.LoadBefore, m.LoadAfter)
 	if m.DeployerProcs > 0 {
-		fmt.Fprintf(w, "         deployer runs with procs %d (its default: half the CPUs); deployer@allcpu with procs %d\n", m.DeployerProcs, m.CPUs)
+		fmt.Fprintf(w, "         deployer runs with procs %d (its default: every CPU)", m.DeployerProcs)
+		if m.HalfProcs > 0 {
+			fmt.Fprintf(w, "; deployer@half with procs %d", m.HalfProcs)
+		}
+		fmt.Fprintln(w)
 	}
 	for _, t := range []string{m.Wrk, m.Nginx, m.HAProxy} {
 		if t != "" {
@@ -572,7 +578,7 @@ func (r *result) print(w io.Writer) {
 	fmt.Fprintln(w)
 
 	fmt.Fprintf(w, "%-15s %11s %9s %9s %9s %8s %9s %9s %10s\n", "target", "requests/s", "p50", "p99", "p99.9", "errors", "CPU/req", "vs nginx", "vs HAProxy")
-	for _, name := range []string{"direct", "deployer", "deployer@allcpu", "deployer@before", "nginx", "haproxy", "rawrelay"} {
+	for _, name := range []string{"direct", "deployer", "deployer@half", "deployer@before", "nginx", "haproxy", "rawrelay"} {
 		t, ok := r.Targets[name]
 		if !ok {
 			continue
@@ -587,7 +593,9 @@ func (r *result) print(w io.Writer) {
 	if r.Load.Rounds > 1 {
 		fmt.Fprintln(w, "vs nginx, vs HAProxy: the median over the rounds of the ratio between the two measured in the same round.")
 	}
-	fmt.Fprintln(w, "deployer@allcpu: the same build with procs = every CPU (GOMAXPROCS as Go sets it).")
+	if _, ok := r.Targets["deployer@half"]; ok {
+		fmt.Fprintln(w, "deployer@half: the same build with procs = half the CPUs (GOMAXPROCS), an app process of its own.")
+	}
 	fmt.Fprintln(w, "direct: the backend over TCP, no proxy. rawrelay: bench/rawrelay, a measuring stick, not a proxy (GET only, no guarantees).")
 	fmt.Fprintln(w, "CPU/req: the proxy's own CPU time per request (direct: the backend's), from /proc, warm-up included.")
 

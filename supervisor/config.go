@@ -92,8 +92,9 @@ type DeployerConfig struct {
 	// PIDFile, if set (absolute), holds the daemon's pid, rewritten
 	// atomically by every new daemon after an upgrade (systemd's PIDFile=).
 	PIDFile string
-	// Procs is how many threads run Go code at once (GOMAXPROCS); 0:
-	// GOMAXPROCS from the environment if set, else half the CPUs (Procs).
+	// Procs is how many threads run Go code at once (GOMAXPROCS); 0: as
+	// the runtime chose at start, every CPU or GOMAXPROCS from the
+	// environment (Procs).
 	Procs int
 	// Public is the public side: client limits, TLS, metrics, access log,
 	// control socket access (config_public.go).

@@ -131,10 +131,10 @@ func TestLoadConfigErrors(t *testing.T) {
 			{2, "deployer.max_queued must be at least 1, not 0"},
 		}},
 		{"procs", "[deployer]\nprocs = -1\n" + app, []problem{
-			{2, "deployer.procs must be between 0 (half the CPUs) and 1024, not -1"},
+			{2, "deployer.procs must be between 0 (every CPU) and 1024, not -1"},
 		}},
 		{"procs too many", "[deployer]\nprocs = 4096\n" + app, []problem{
-			{2, "deployer.procs must be between 0 (half the CPUs) and 1024, not 4096"},
+			{2, "deployer.procs must be between 0 (every CPU) and 1024, not 4096"},
 		}},
 		{"stop_signal", app + "stop_signal = \"SIGSTOP\"\n", []problem{
 			{5, `apps.web.stop_signal "SIGSTOP": want one of SIGTERM`},

@@ -58,7 +58,7 @@ func (l *loader) deployer(raw rawDeployer, dir string) DeployerConfig {
 	if l.defined(key("procs")) {
 		d.Procs = raw.Procs
 		if d.Procs < 0 || d.Procs > maxProcs {
-			l.addf(key("procs"), "deployer.procs must be between 0 (half the CPUs) and %d, not %d", maxProcs, d.Procs)
+			l.addf(key("procs"), "deployer.procs must be between 0 (every CPU) and %d, not %d", maxProcs, d.Procs)
 		}
 	}
 	d.Public = l.public(raw, dir)

@@ -16,16 +16,16 @@ var cpus = runtime.GOMAXPROCS(0)
 
 // Procs is how many threads may run the daemon's Go code at once
 // (runtime.GOMAXPROCS) under deploy.toml's procs = n, and where that number
-// comes from: "config" (n > 0), "env" (n = 0 and the GOMAXPROCS
-// environment variable is set) or "auto" (half the CPUs, rounded up).
+// comes from: "config" (n > 0), else what the runtime chose at start:
+// "env" (the GOMAXPROCS environment variable) or "auto" (every CPU the
+// process may use).
 //
-// Why half by default: the daemon shares the machine with the apps it
-// runs, and a Go program with as many threads as CPUs on a machine whose
-// CPUs are busy with other processes pays for it (threads spinning for
-// work, waking each other, descheduled with goroutines queued behind
-// them). On the benchmark's 2-core machine, one thread instead of two cost
-// the proxy about a sixth less CPU per request and cut its p99 latency
-// (BENCHMARKS.md). A proxy that needs more sets procs.
+// Fewer threads than CPUs is a trade-off for a machine whose CPUs the apps
+// need too. On the benchmark's 2 CPUs, procs = 1 cost the proxy about a
+// tenth less CPU per request and gave a lower p99 under steady load, but a
+// longer tail during swaps (the one thread descheduled while a new app
+// process starts stops the whole proxy) and a few percent fewer requests/s
+// at saturation (BENCHMARKS.md). So the default stays Go's.
 func Procs(n int) (procs int, source string) {
 	switch {
 	case n > 0:
@@ -33,7 +33,7 @@ func Procs(n int) (procs int, source string) {
 	case os.Getenv("GOMAXPROCS") != "":
 		return cpus, "env"
 	}
-	return max(1, (cpus+1)/2), "auto"
+	return cpus, "auto"
 }
 
 // setProcs applies procs = n to the process, if the daemon manages it

@@ -10,8 +10,8 @@ import (
 	"github.com/deployer/deployer/supervisor"
 )
 
-// The daemon runs with procs threads: half the CPUs by default, the number
-// deploy.toml says once it says one (applied by a reload, without a
+// The daemon runs with procs threads: as many as the runtime chose by
+// default, the number deploy.toml says once it says one (applied by a reload, without a
 // restart), and a bad value is refused with its line while the daemon
 // keeps the one it has. status shows it.
 func TestProcs(t *testing.T) {
@@ -24,17 +24,21 @@ func TestProcs(t *testing.T) {
 	if st := e.mustStatus(); st.Daemon.Procs != want || st.Daemon.CPUs < want {
 		t.Fatalf("status: procs %d of %d CPUs, want %d by default", st.Daemon.Procs, st.Daemon.CPUs, want)
 	}
+	other := want + 1
+	with := func(procs int) string {
+		return strings.Replace(reloadConfig("%ADDR%", web), "[deployer]\n", fmt.Sprintf("[deployer]\nprocs = %d\n", procs), 1)
+	}
 	if !strings.Contains(e.logs.String(), fmt.Sprintf("procs=%d source=%s", want, source)) {
 		t.Errorf("the daemon's log does not say procs %d:\n%s", want, e.logs.String())
 	}
 
-	e.replaceConfig(strings.Replace(reloadConfig("%ADDR%", web), "[deployer]\n", "[deployer]\nprocs = 3\n", 1))
-	waitFor(t, "procs 3 after a reload", 3*time.Second, func() bool { return e.mustStatus().Daemon.Procs == 3 })
-	if out := e.mustCLI("status"); !strings.Contains(out, "procs 3 of ") {
-		t.Errorf("status does not show procs 3:\n%s", out)
+	e.replaceConfig(with(other))
+	waitFor(t, fmt.Sprintf("procs %d after a reload", other), 3*time.Second, func() bool { return e.mustStatus().Daemon.Procs == other })
+	if out := e.mustCLI("status"); !strings.Contains(out, fmt.Sprintf("procs %d of ", other)) {
+		t.Errorf("status does not show procs %d:\n%s", other, out)
 	}
 
-	e.replaceConfig(strings.Replace(reloadConfig("%ADDR%", web), "[deployer]\n", "[deployer]\nprocs = -2\n", 1))
+	e.replaceConfig(with(-2))
 	var cfgErr string
 	waitFor(t, "config_error for procs = -2", 3*time.Second, func() bool {
 		cfgErr = e.mustStatus().ConfigError
@@ -43,8 +47,8 @@ func TestProcs(t *testing.T) {
 	if !strings.Contains(cfgErr, "deploy.toml:2") || !strings.Contains(cfgErr, "deployer.procs") {
 		t.Errorf("config_error %q: want deploy.toml:2 and deployer.procs", cfgErr)
 	}
-	if st := e.mustStatus(); st.Daemon.Procs != 3 {
-		t.Errorf("procs %d while deploy.toml is invalid, want 3 kept", st.Daemon.Procs)
+	if st := e.mustStatus(); st.Daemon.Procs != other {
+		t.Errorf("procs %d while deploy.toml is invalid, want %d kept", st.Daemon.Procs, other)
 	}
 	if code, body, _ := e.get("/"); code != 200 {
 		t.Errorf("GET / while deploy.toml is invalid: %d %s", code, body)
