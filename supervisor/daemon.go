@@ -111,7 +111,7 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 		started:   time.Now(),
 		procs:     newProcSampler(),
 	}
-	d.setProcs(cfg.Deployer.Procs)
+	d.setProcs(cfg.Deployer.Procs, false)
 	d.proxy = proxy.New(d.proxyOptions(cfg))
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	for _, name := range cfg.AppNames() {

@@ -37,12 +37,23 @@ func Procs(n int) (procs int, source string) {
 }
 
 // setProcs applies procs = n to the process, if the daemon manages it
-// (DaemonOptions.ManageProcs), and logs it.
-func (d *Daemon) setProcs(n int) {
+// (DaemonOptions.ManageProcs), and logs it: at start (reload false) and
+// when a reload changed it. Without procs the runtime's own setting stays,
+// which follows a cgroup CPU limit as it changes (runtime.GOMAXPROCS would
+// stop that); a reload back to it restores it.
+func (d *Daemon) setProcs(n int, reload bool) {
 	if !d.opts.ManageProcs {
 		return
 	}
 	procs, source := Procs(n)
-	runtime.GOMAXPROCS(procs)
-	d.log.Info("procs: threads running Go code at once (GOMAXPROCS)", "procs", procs, "source", source, "cpus", cpus)
+	switch {
+	case source == "config":
+		runtime.GOMAXPROCS(procs)
+	case !reload:
+	case source == "env":
+		runtime.GOMAXPROCS(procs)
+	default:
+		runtime.SetDefaultGOMAXPROCS()
+	}
+	d.log.Info("procs: threads running Go code at once (GOMAXPROCS)", "procs", runtime.GOMAXPROCS(0), "source", source, "cpus", cpus)
 }

@@ -109,7 +109,7 @@ func (d *Daemon) checkReload(old, cfg *Config) error {
 // settings of running apps wait for their next swap.
 func (d *Daemon) apply(old, cfg *Config) {
 	if cfg.Deployer.Procs != old.Deployer.Procs {
-		d.setProcs(cfg.Deployer.Procs)
+		d.setProcs(cfg.Deployer.Procs, true)
 	}
 	routes, _ := routesOf(cfg)
 	var added, removed []*App
