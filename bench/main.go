@@ -560,7 +560,7 @@ func (r *result) print(w io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, Linux %s, open files %d; load average %s before, %s after\n", m.CPUs, m.CPU, m.Go, m.Kernel, m.NoFile, m.LoadBefore, m.LoadAfter)
 	if m.DeployerProcs > 0 {
-		fmt.Fprintf(w, "         deployer runs with procs %d (its default: every CPU)", m.DeployerProcs)
+		fmt.Fprintf(w, "         deployer runs with procs %d (the key unset: the runtime's GOMAXPROCS)", m.DeployerProcs)
 		if m.HalfProcs > 0 {
 			fmt.Fprintf(w, "; deployer@half with procs %d", m.HalfProcs)
 		}
