@@ -202,11 +202,7 @@ func appendFields(b []byte, fields []headerField, connTokens []string, status in
 		}
 		b = append(b, f.k...)
 		b = append(b, ": "...)
-		if strings.IndexByte(f.v, '\r') < 0 {
-			b = append(b, f.v...)
-		} else {
-			b = append(b, strings.ReplaceAll(f.v, "\r", " ")...)
-		}
+		b = append(b, syntax.SafeValue(f.v)...)
 		b = append(b, "\r\n"...)
 	}
 	return b

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/deployer/deployer/proxy/internal/syntax"
 )
 
 // bufferBeforeHead is how much body a handler may write, with no
@@ -542,23 +544,9 @@ func writeField(bw *bufio.Writer, k string, vs []string) {
 	for _, v := range vs {
 		bw.WriteString(k)
 		bw.WriteString(": ")
-		if hasCRLF(v) {
-			v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
-		}
-		bw.WriteString(v)
+		bw.WriteString(syntax.SafeValue(v))
 		bw.WriteString("\r\n")
 	}
-}
-
-// hasCRLF is strings.ContainsAny(v, "\r\n") without building a set for
-// every header value.
-func hasCRLF(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if v[i] == '\r' || v[i] == '\n' {
-			return true
-		}
-	}
-	return false
 }
 
 func headerHasToken(vs []string, token string) bool {

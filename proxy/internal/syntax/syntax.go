@@ -4,6 +4,8 @@
 // are.
 package syntax
 
+import "strings"
+
 // TokenByte reports whether c may appear in a token (tchar, RFC 9110
 // 5.6.2): field names, methods, transfer codings.
 func TokenByte(c byte) bool { return c < 0x80 && tokenTable[c] }
@@ -32,6 +34,21 @@ func TrimOWS(s string) string {
 	}
 	return s
 }
+
+// SafeValue returns field value v as it may be written in a head: a CR or
+// LF in it (which would end the line and let the rest pass as a field of
+// its own) made a space, as net/http does. v itself when it has none, which
+// costs no allocation.
+func SafeValue(v string) string {
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\r' || v[i] == '\n' {
+			return crlfToSpace.Replace(v)
+		}
+	}
+	return v
+}
+
+var crlfToSpace = strings.NewReplacer("\r", " ", "\n", " ")
 
 var tokenTable = func() (t [128]bool) {
 	for c := '0'; c <= '9'; c++ {

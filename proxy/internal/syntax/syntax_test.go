@@ -27,3 +27,20 @@ func TestTrimOWS(t *testing.T) {
 		}
 	}
 }
+
+func TestSafeValue(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                        "",
+		"plain value":             "plain value",
+		"a\rb":                    "a b",
+		"a\nb":                    "a b",
+		"x\r\nSet-Cookie: evil=1": "x  Set-Cookie: evil=1",
+	} {
+		if got := SafeValue(in); got != want {
+			t.Errorf("SafeValue(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { SafeValue("no line breaks here") }); n != 0 {
+		t.Errorf("SafeValue of a clean value: %v allocations, want 0", n)
+	}
+}
