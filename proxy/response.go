@@ -169,10 +169,8 @@ func readResponseHead(br *bufio.Reader, h http.Header, method string, buf []byte
 	res.header = h
 	values := make([]string, len(fields))
 	for i, f := range fields {
-		if !raw {
-			if hopByHop(f.k) || len(connTokens) > 0 && headerValuesContainToken(connTokens, f.k) {
-				continue
-			}
+		if !raw && !passedOn(f.k, connTokens) {
+			continue
 		}
 		values[i] = f.v
 		if vs, ok := h[f.k]; ok {
@@ -184,12 +182,18 @@ func readResponseHead(br *bufio.Reader, h http.Header, method string, buf []byte
 	return res, true, nil
 }
 
+// passedOn reports whether header k of a response goes on to the client:
+// not hop-by-hop, and not named by its Connection header (connTokens).
+func passedOn(k string, connTokens []string) bool {
+	return !hopByHop(k) && (len(connTokens) == 0 || !headerValuesContainToken(connTokens, k))
+}
+
 // appendFields appends the end-to-end fields of a final response to b as
 // header lines, as the map path would have them written: hop-by-hop ones
 // and a 204's Content-Length left out, a CR in a value made a space.
 func appendFields(b []byte, fields []headerField, connTokens []string, status int, hasDate *bool) []byte {
 	for _, f := range fields {
-		if hopByHop(f.k) || len(connTokens) > 0 && headerValuesContainToken(connTokens, f.k) {
+		if !passedOn(f.k, connTokens) {
 			continue
 		}
 		switch f.k {
