@@ -349,7 +349,9 @@ func run(ctx context.Context, o options) (*result, error) {
 		targets = append(targets, target{"direct", addr, bk.pid()})
 		stopAfter = append(stopAfter, bk)
 	}
-	res.Machine.DeployerProcs = d.procs(ctx)
+	if s, err := d.statusJSON(ctx); err == nil {
+		res.Machine.DeployerProcs = s.Daemon.Procs
+	}
 	if !skip["deployer"] {
 		targets = append(targets, target{"deployer", d.addr, d.proc.pid()})
 	}

@@ -95,41 +95,38 @@ type appStatus struct {
 	Held     int    `json:"held"`
 }
 
-func (d *daemon) status(ctx context.Context) (appStatus, error) {
+// daemonStatus is the part of `status --json` the benchmark reads.
+type daemonStatus struct {
+	Apps   []appStatus `json:"apps"`
+	Daemon struct {
+		Procs int `json:"procs"` // 0 from a daemon too old to say
+	} `json:"daemon"`
+}
+
+func (d *daemon) statusJSON(ctx context.Context) (daemonStatus, error) {
+	var s daemonStatus
 	out, err := d.cli(ctx, "status", "--json")
 	if err != nil {
-		return appStatus{}, err
-	}
-	var s struct {
-		Apps []appStatus `json:"apps"`
+		return s, err
 	}
 	if err := decodeJSON(out, &s); err != nil {
-		return appStatus{}, fmt.Errorf("status --json: %v: %s", err, out)
+		return s, fmt.Errorf("status --json: %v: %s", err, out)
+	}
+	return s, nil
+}
+
+// status is the app web's.
+func (d *daemon) status(ctx context.Context) (appStatus, error) {
+	s, err := d.statusJSON(ctx)
+	if err != nil {
+		return appStatus{}, err
 	}
 	for _, a := range s.Apps {
 		if a.Name == "web" {
 			return a, nil
 		}
 	}
-	return appStatus{}, fmt.Errorf("status --json lists no app web: %s", out)
-}
-
-// procs reads how many threads run the daemon's Go code at once, from
-// `status --json` (0 from a daemon too old to say).
-func (d *daemon) procs(ctx context.Context) int {
-	out, err := d.cli(ctx, "status", "--json")
-	if err != nil {
-		return 0
-	}
-	var s struct {
-		Daemon struct {
-			Procs int `json:"procs"`
-		} `json:"daemon"`
-	}
-	if decodeJSON(out, &s) != nil {
-		return 0
-	}
-	return s.Daemon.Procs
+	return appStatus{}, fmt.Errorf("status --json lists no app web: %+v", s.Apps)
 }
 
 // shutdown stops the daemon gracefully, then for good.
