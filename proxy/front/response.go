@@ -152,9 +152,7 @@ func (w *response) WriteHeader(code int) {
 		w.writeInterim(code)
 		return
 	}
-	w.wroteHeader = true
-	w.status = code
-	w.bodyless = code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
+	w.setStatus(code)
 	if vs := w.header["Content-Length"]; len(vs) > 0 {
 		if n, ok := parseLength(vs[0]); ok {
 			w.clen = n
@@ -167,6 +165,14 @@ func (w *response) WriteHeader(code int) {
 		// straight after it.
 		w.commit()
 	}
+}
+
+// setStatus records a final (or 101) response's status: its head is
+// written now, and whether it may have a body.
+func (w *response) setStatus(code int) {
+	w.wroteHeader = true
+	w.status = code
+	w.bodyless = code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
 }
 
 // WriteHeaderFields is WriteHeader for a final response whose header
@@ -185,9 +191,7 @@ func (w *response) WriteHeaderFields(code int, fields []byte, length int64, hasD
 		panic("front: WriteHeaderFields code " + strconv.Itoa(code) + " is not a final response's")
 	}
 	w.noContinue()
-	w.wroteHeader = true
-	w.status = code
-	w.bodyless = code == http.StatusNoContent || code == http.StatusNotModified
+	w.setStatus(code)
 	if length >= 0 {
 		delete(w.header, "Content-Length") // the fields' is the one
 	}
