@@ -13,12 +13,15 @@ import (
 // The daemon runs with procs threads: as many as the runtime chose by
 // default, the number deploy.toml says once it says one (applied by a reload, without a
 // restart), and a bad value is refused with its line while the daemon
-// keeps the one it has. status shows it.
+// keeps the one it has. status shows it. No request of the load running
+// meanwhile fails.
 func TestProcs(t *testing.T) {
 	e := newEnv(t)
 	web := reloadApp("web", `["127.0.0.1"]`)
 	e.writeConfig(reloadConfig("%ADDR%", web))
 	e.start("web")
+	l := startLoad(t, e.url("/"), 8)
+	waitFor(t, "load running", 5*time.Second, func() bool { return l.out.total() > 100 })
 
 	want, source := supervisor.Procs(0) // the test process's environment and CPUs are the daemon's
 	if st := e.mustStatus(); st.Daemon.Procs != want || st.Daemon.CPUs < want {
@@ -60,4 +63,10 @@ func TestProcs(t *testing.T) {
 		st := e.mustStatus()
 		return st.ConfigError == "" && st.Daemon.Procs == want
 	})
+
+	got := l.finish()
+	t.Logf("procs changed twice and an invalid value, under load: %s", got)
+	if got.failures() != 0 {
+		t.Fatalf("failed requests: %s", got)
+	}
 }
