@@ -126,10 +126,15 @@ type DaemonStatus struct {
 	// a number that keeps growing while the load does not is a leak.
 	Goroutines int `json:"goroutines"`
 	OpenFDs    int `json:"open_fds"` // -1 where /proc/self/fd cannot be read
-	// Procs is how many threads may run its Go code at once (GOMAXPROCS,
-	// deploy.toml's procs), of the CPUs it may use.
+	// Procs is how many threads may run its Go code at once now
+	// (GOMAXPROCS, deploy.toml's procs), of the CPUs it may use.
 	Procs int `json:"procs"`
 	CPUs  int `json:"cpus"`
+	// ProcsSource says where Procs comes from: "auto" (it moves between
+	// ProcsMin and ProcsMax), "all", "config" or "env" (ProcsPlan).
+	ProcsSource string `json:"procs_source,omitempty"`
+	ProcsMin    int    `json:"procs_min,omitempty"`
+	ProcsMax    int    `json:"procs_max,omitempty"`
 }
 
 type AppStatus struct {

@@ -92,9 +92,10 @@ type DeployerConfig struct {
 	// PIDFile, if set (absolute), holds the daemon's pid, rewritten
 	// atomically by every new daemon after an upgrade (systemd's PIDFile=).
 	PIDFile string
-	// Procs is how many threads run Go code at once (GOMAXPROCS); 0: as
-	// the runtime chose at start, every CPU or GOMAXPROCS from the
-	// environment (Procs).
+	// Procs is how many threads run Go code at once (GOMAXPROCS):
+	// ProcsAuto (the default: half the CPUs, all of them while an app
+	// starts or the daemon is busy), 0 (every CPU, as the runtime
+	// chooses), or that many (Procs).
 	Procs int
 	// Public is the public side: client limits, TLS, metrics, access log,
 	// control socket access (config_public.go).
@@ -264,6 +265,7 @@ func defaultDeployer() DeployerConfig {
 		QueueTimeout: DefaultQueueTimeout,
 		MaxQueued:    DefaultMaxQueued,
 		DrainTimeout: DefaultDrainTimeout,
+		Procs:        ProcsAuto,
 	}
 }
 

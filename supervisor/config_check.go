@@ -38,7 +38,7 @@ type rawDeployer struct {
 	MaxQueued    int      `toml:"max_queued"`
 	DrainTimeout duration `toml:"drain_timeout"`
 	PIDFile      string   `toml:"pid_file"`
-	Procs        int      `toml:"procs"`
+	Procs        procs    `toml:"procs"`
 
 	// The public side (config_public.go).
 	Metrics           string   `toml:"metrics"`
@@ -90,6 +90,14 @@ func (d *duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// procs holds the value of deployer.procs as decoded: an int64 or a string.
+type procs struct{ val any }
+
+func (p *procs) UnmarshalTOML(v any) error {
+	p.val = v
+	return nil
+}
+
 // kind is the TOML type a known key must have.
 type kind int
 
@@ -101,6 +109,7 @@ const (
 	kindDuration      // a string such as "30s"
 	kindStrings       // an array of strings
 	kindSize          // a byte count: an integer, or a string such as "10MiB"
+	kindProcs         // an integer, or the string "auto"
 )
 
 var deployerKeys = map[string]kind{
@@ -110,7 +119,7 @@ var deployerKeys = map[string]kind{
 	"max_queued":    kindInt,
 	"drain_timeout": kindDuration,
 	"pid_file":      kindString,
-	"procs":         kindInt,
+	"procs":         kindProcs,
 
 	"metrics":             kindString,
 	"access_log":          kindString,
@@ -380,6 +389,12 @@ func typeProblem(want kind, val any) string {
 			}
 		default:
 			return `must be a size such as "10MiB" or a number of bytes, not ` + describe(val)
+		}
+	case kindProcs:
+		switch val.(type) {
+		case string, int64:
+		default:
+			return `must be "auto" or a number of threads, not ` + describe(val)
 		}
 	case kindStrings:
 		arr, ok := val.([]any)

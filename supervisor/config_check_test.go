@@ -131,10 +131,16 @@ func TestLoadConfigErrors(t *testing.T) {
 			{2, "deployer.max_queued must be at least 1, not 0"},
 		}},
 		{"procs", "[deployer]\nprocs = -1\n" + app, []problem{
-			{2, "deployer.procs must be between 0 (every CPU) and 1024, not -1"},
+			{2, `deployer.procs must be "auto" or a number of threads from 0 (every CPU) to 1024, not -1`},
 		}},
 		{"procs too many", "[deployer]\nprocs = 4096\n" + app, []problem{
-			{2, "deployer.procs must be between 0 (every CPU) and 1024, not 4096"},
+			{2, `deployer.procs must be "auto" or a number of threads from 0 (every CPU) to 1024, not 4096`},
+		}},
+		{"procs word", "[deployer]\nprocs = \"half\"\n" + app, []problem{
+			{2, `deployer.procs must be "auto" or a number of threads from 0 (every CPU) to 1024, not "half"`},
+		}},
+		{"procs type", "[deployer]\nprocs = 1.5\n" + app, []problem{
+			{2, `deployer.procs must be "auto" or a number of threads, not`},
 		}},
 		{"stop_signal", app + "stop_signal = \"SIGSTOP\"\n", []problem{
 			{5, `apps.web.stop_signal "SIGSTOP": want one of SIGTERM`},

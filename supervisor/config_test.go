@@ -83,6 +83,7 @@ func TestLoadConfigFull(t *testing.T) {
 			QueueTimeout: 45 * time.Second,
 			MaxQueued:    500,
 			DrainTimeout: time.Minute,
+			Procs:        ProcsAuto,
 			Public: PublicConfig{
 				ReadHeaderTimeout: DefaultReadHeaderTimeout,
 				IdleTimeout:       DefaultIdleTimeout,
@@ -160,6 +161,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		QueueTimeout: DefaultQueueTimeout,
 		MaxQueued:    DefaultMaxQueued,
 		DrainTimeout: DefaultDrainTimeout,
+		Procs:        ProcsAuto,
 		Public: PublicConfig{
 			ReadHeaderTimeout: DefaultReadHeaderTimeout,
 			IdleTimeout:       DefaultIdleTimeout,

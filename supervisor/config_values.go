@@ -56,9 +56,20 @@ func (l *loader) deployer(raw rawDeployer, dir string) DeployerConfig {
 		}
 	}
 	if l.defined(key("procs")) {
-		d.Procs = raw.Procs
-		if d.Procs < 0 || d.Procs > maxProcs {
-			l.addf(key("procs"), "deployer.procs must be between 0 (every CPU) and %d, not %d", maxProcs, d.Procs)
+		bad := func(v string) {
+			l.addf(key("procs"), `deployer.procs must be "auto" or a number of threads from 0 (every CPU) to %d, not %s`, maxProcs, v)
+		}
+		switch v := raw.Procs.val.(type) {
+		case string:
+			if v != "auto" {
+				bad(tomlValue(v))
+			}
+		case int64:
+			if v < 0 || v > maxProcs {
+				bad(tomlValue(v))
+			} else {
+				d.Procs = int(v)
+			}
 		}
 	}
 	d.Public = l.public(raw, dir)

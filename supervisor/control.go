@@ -109,6 +109,10 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st.ConfigError = d.reloadErr
 	d.mu.RUnlock()
 	st.Daemon = daemonStatus(d.started)
+	if d.opts.ManageProcs {
+		_, plan := d.threads.status()
+		st.Daemon.ProcsSource, st.Daemon.ProcsMin, st.Daemon.ProcsMax = plan.Source, plan.Min, plan.Max
+	}
 	st.Routes = d.routesStatus()
 	writeJSON(w, http.StatusOK, st)
 }

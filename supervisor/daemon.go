@@ -34,7 +34,8 @@ type DaemonOptions struct {
 	// (tableflip's Upgrade); nil: the daemon cannot upgrade itself.
 	Upgrade func() error
 	// ManageProcs makes the daemon set the process's GOMAXPROCS from
-	// deploy.toml's procs, at start and on every reload (see Procs).
+	// deploy.toml's procs, at start and on every reload, and move it as
+	// procs = "auto" says (see Procs).
 	// cmd/deployer sets it; a test running daemons in its own process
 	// does not.
 	ManageProcs bool
@@ -74,6 +75,7 @@ type Daemon struct {
 
 	stateMu sync.Mutex
 	procs   *procSampler
+	threads *threadTuner // GOMAXPROCS (procs.go)
 
 	// Routes from Redis (redis*.go): the routing table merges deploy.toml's
 	// routes and Redis's; redis is nil without [routes] redis.
@@ -110,19 +112,24 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 		handoverC: make(chan struct{}),
 		started:   time.Now(),
 		procs:     newProcSampler(),
+		threads:   newThreadTuner(opts.Logger),
 	}
-	d.setProcs(cfg.Deployer.Procs, false)
-	d.proxy = proxy.New(d.proxyOptions(cfg))
 	d.ctx, d.cancel = context.WithCancel(context.Background())
+	if opts.ManageProcs {
+		d.threads.configure(d.ctx, cfg.Deployer.Procs, false)
+	}
+	d.proxy = proxy.New(d.proxyOptions(cfg))
 	for _, name := range cfg.AppNames() {
 		d.apps[name] = newApp(d, cfg.Apps[name])
 		d.proxy.SetApp(name, appOptions(cfg, cfg.Apps[name]))
 	}
 	if err := d.setTOMLRoutes(routes); err != nil {
+		d.cancel()
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	if cfg.Routes.Redis != "" {
 		if d.redis, err = d.newRedisRoutes(cfg.Routes); err != nil {
+			d.cancel()
 			return nil, err
 		}
 	}

@@ -71,6 +71,9 @@ var errExited = errors.New("process exited")
 // waitReady waits until p listens and passes its health check, then until it
 // has stayed up and healthy for settle. It fails fast when p exits.
 func waitReady(ctx context.Context, p *process, ep endpoint, health string, timeout, settle time.Duration) error {
+	if p.launched != nil {
+		defer p.launched()
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {

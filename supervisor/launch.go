@@ -130,10 +130,13 @@ func (a *App) startInstance(v *version, i int) (*process, endpoint, error) {
 		Env:     appEnv(os.Environ(), cfg.Env, vars, cfg.UsesPort()),
 		LogPath: logPath,
 	}
+	started := a.d.threads.appStarting() // all CPUs while it starts (procs.go)
 	p, err := startProcess(spec, a.logs)
 	if err != nil {
+		started()
 		return nil, ep, err
 	}
+	p.launched = started
 	a.log.Info("process started", "version", v.name, "instance", i, "pid", p.pid, "addr", ep.addr)
 	return p, ep, nil
 }

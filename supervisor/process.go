@@ -49,6 +49,11 @@ type process struct {
 	exitErr error         // valid after done is closed; nil for adopted ones
 	outDone chan struct{} // closed once its output was read to the end
 	log     atomic.Pointer[outputLog]
+
+	// launched, if set, is told that the start is over: waitReady calls it
+	// when the process is healthy, failed its checks or exited
+	// (threadTuner.appStarting).
+	launched func()
 }
 
 // startProcess launches spec in its own process group (so stop can signal

@@ -118,6 +118,9 @@ func writeStatus(w io.Writer, st *supervisor.Status) error {
 		fmt.Fprintf(tw, "daemon: pid %d, up since %s", st.Daemon.PID, st.Daemon.Started.Local().Format("2006-01-02 15:04:05"))
 		if st.Daemon.Procs > 0 {
 			fmt.Fprintf(tw, ", procs %d of %d CPUs", st.Daemon.Procs, st.Daemon.CPUs)
+			if st.Daemon.ProcsSource == "auto" && st.Daemon.ProcsMin < st.Daemon.ProcsMax {
+				fmt.Fprintf(tw, " (auto: %d steady, %d while an app starts or the daemon is busy)", st.Daemon.ProcsMin, st.Daemon.ProcsMax)
+			}
 		}
 		fmt.Fprintln(tw)
 	}
