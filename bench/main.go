@@ -47,7 +47,7 @@ func main() {
 	flag.StringVar(&o.loadgen, "loadgen", "auto", "load generator: wrk, go (built in), or auto (wrk when installed)")
 	flag.StringVar(&o.deployer, "deployer", "", "use this deployer binary instead of building ./cmd/deployer")
 	flag.StringVar(&o.before, "before", "", "also measure this deployer binary (an earlier build), as the row deployer@before")
-	flag.StringVar(&o.skip, "skip", "", "comma-separated parts to skip: direct,deployer,half,nginx,haproxy,rawrelay,swap,hold")
+	flag.StringVar(&o.skip, "skip", "", "comma-separated parts to skip: direct,deployer,all,nginx,haproxy,rawrelay,swap,hold")
 	flag.BoolVar(&o.json, "json", false, "print the result as JSON instead of a table")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs)")
 	flag.BoolVar(&o.verbose, "v", true, "report progress on stderr")
@@ -91,17 +91,19 @@ func main() {
 
 // result is everything one run measured.
 type result struct {
-	Machine  machine               `json:"machine"`
-	Load     loadSettings          `json:"load"`
-	Targets  map[string]loadResult `json:"targets"`
-	Rounds   map[string][]measured `json:"rounds,omitempty"`
-	CPU      map[string]float64    `json:"proxy_cpu_us_per_request"`
-	Ratios   map[string]ratios     `json:"ratios"`
-	Swap     *swapResult           `json:"swap,omitempty"`
-	Hold     *holdResult           `json:"hold,omitempty"`
-	Goals    []goal                `json:"targets_check"`
-	Skipped  []string              `json:"skipped,omitempty"`
-	Duration string                `json:"bench_duration"`
+	Machine machine               `json:"machine"`
+	Load    loadSettings          `json:"load"`
+	Targets map[string]loadResult `json:"targets"`
+	Rounds  map[string][]measured `json:"rounds,omitempty"`
+	CPU     map[string]float64    `json:"proxy_cpu_us_per_request"`
+	Ratios  map[string]ratios     `json:"ratios"`
+	Swap    *swapResult           `json:"swap,omitempty"`
+	// SwapAll is the same swap run on deployer@all.
+	SwapAll  *swapResult `json:"swap_all,omitempty"`
+	Hold     *holdResult `json:"hold,omitempty"`
+	Goals    []goal      `json:"targets_check"`
+	Skipped  []string    `json:"skipped,omitempty"`
+	Duration string      `json:"bench_duration"`
 }
 
 type machine struct {
@@ -114,9 +116,17 @@ type machine struct {
 	HAProxy string `json:"haproxy,omitempty"`
 	NoFile  uint64 `json:"nofile_limit"`
 	// DeployerProcs is the daemon's GOMAXPROCS under its default procs
-	// (the row deployer); HalfProcs the procs of the row deployer@half.
-	DeployerProcs int `json:"deployer_procs"`
-	HalfProcs     int `json:"half_procs,omitempty"`
+	// (the row deployer) when the table starts, and DeployerProcsSource,
+	// Min and Max what status says of it (procs = "auto": Min steady, Max
+	// while an app starts or the daemon is busy); AllProcs the procs of
+	// the row deployer@all. HalfProcs is from earlier runs' row
+	// deployer@half (procs = half the CPUs).
+	DeployerProcs       int    `json:"deployer_procs"`
+	DeployerProcsSource string `json:"deployer_procs_source,omitempty"`
+	DeployerProcsMin    int    `json:"deployer_procs_min,omitempty"`
+	DeployerProcsMax    int    `json:"deployer_procs_max,omitempty"`
+	AllProcs            int    `json:"all_procs,omitempty"`
+	HalfProcs           int    `json:"half_procs,omitempty"`
 	// LoadBefore and LoadAfter are /proc/loadavg at the start and the end:
 	// other work on the machine disturbs the figures.
 	LoadBefore string `json:"loadavg_before"`
@@ -349,30 +359,33 @@ func run(ctx context.Context, o options) (*result, error) {
 		targets = append(targets, target{"direct", addr, bk.pid()})
 		stopAfter = append(stopAfter, bk)
 	}
-	if s, err := d.statusJSON(ctx); err == nil {
-		res.Machine.DeployerProcs = s.Daemon.Procs
-	}
 	if !skip["deployer"] {
 		targets = append(targets, target{"deployer", d.addr, d.proc.pid()})
 	}
-	// The same build with procs = half the CPUs, the setting for a
-	// machine whose CPUs the apps need too: what it changes.
-	var hd *daemon
-	if !skip["half"] {
+	// The same build with procs = 0, every CPU all the time (the default
+	// before "auto"): what auto changes, side by side, swaps included.
+	var ad *daemon
+	allEvents := filepath.Join(dir, "all-events")
+	if !skip["all"] {
 		addr, err := freePort()
 		if err != nil {
 			return nil, err
 		}
-		res.Machine.HalfProcs = max(1, (runtime.NumCPU()+1)/2)
-		logf("starting deployer@half (procs = %d)", res.Machine.HalfProcs)
-		hd, err = startDaemon(ctx, cs, deployerBin, filepath.Join(dir, "half"), daemonConfig{
-			Addr: addr, StateDir: filepath.Join(dir, "half", "run"), Backend: backendBin,
-			MaxQueued: 10000, Drain: "2s", Procs: res.Machine.HalfProcs,
+		if err := os.MkdirAll(allEvents, 0o755); err != nil {
+			return nil, err
+		}
+		logf("starting deployer@all (procs = 0)")
+		ad, err = startDaemon(ctx, cs, deployerBin, filepath.Join(dir, "all"), daemonConfig{
+			Addr: addr, StateDir: filepath.Join(dir, "all", "run"), Backend: backendBin, Events: allEvents,
+			MaxQueued: 10000, Drain: "2s", Procs: "0",
 		})
 		if err != nil {
 			return nil, err
 		}
-		targets = append(targets, target{"deployer@half", addr, hd.proc.pid()})
+		if s, err := ad.statusJSON(ctx); err == nil {
+			res.Machine.AllProcs = s.Daemon.Procs
+		}
+		targets = append(targets, target{"deployer@all", addr, ad.proc.pid()})
 	}
 	var bd *daemon
 	if o.before != "" {
@@ -435,6 +448,12 @@ func run(ctx context.Context, o options) (*result, error) {
 		stopAfter = append(stopAfter, rr)
 	}
 
+	// Read after the other daemons started, when "auto" is steady again
+	// after its app's start.
+	if s, err := d.statusJSON(ctx); err == nil {
+		res.Machine.DeployerProcs = s.Daemon.Procs
+		res.Machine.DeployerProcsSource, res.Machine.DeployerProcsMin, res.Machine.DeployerProcsMax = s.Daemon.ProcsSource, s.Daemon.ProcsMin, s.Daemon.ProcsMax
+	}
 	rounds := map[string][]measured{}
 	for round := 1; round <= o.rounds; round++ {
 		for _, t := range targets {
@@ -469,7 +488,6 @@ func run(ctx context.Context, o options) (*result, error) {
 		}
 	}
 	bd.shutdown(ctx)
-	hd.shutdown(ctx)
 	for _, c := range stopAfter {
 		c.stop(5 * time.Second)
 	}
@@ -484,6 +502,15 @@ func run(ctx context.Context, o options) (*result, error) {
 		res.Swap = &s
 	}
 	d.shutdown(ctx)
+	if !skip["swap"] && ad != nil {
+		logf("measuring swaps on deployer@all: a swap every %s during %s of load", o.swapEvery, o.duration)
+		s, err := swapRun(ctx, ad, l, o.swapEvery, allEvents, logf)
+		if err != nil {
+			return nil, fmt.Errorf("swap run on deployer@all: %w", err)
+		}
+		res.SwapAll = &s
+	}
+	ad.shutdown(ctx)
 
 	if !skip["hold"] {
 		logf("measuring hold: %d requests held during a pause", o.held)
@@ -562,7 +589,17 @@ func (r *result) print(w io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, Linux %s, open files %d; load average %s before, %s after\n", m.CPUs, m.CPU, m.Go, m.Kernel, m.NoFile, m.LoadBefore, m.LoadAfter)
 	if m.DeployerProcs > 0 {
-		fmt.Fprintf(w, "         deployer runs with procs %d (the key unset: the runtime's GOMAXPROCS)", m.DeployerProcs)
+		switch {
+		case m.DeployerProcsSource == "auto" && m.DeployerProcsMin < m.DeployerProcsMax:
+			fmt.Fprintf(w, "         deployer runs with procs auto (the key unset): %d steady, %d while an app starts or it is busy", m.DeployerProcsMin, m.DeployerProcsMax)
+		case m.DeployerProcsSource != "":
+			fmt.Fprintf(w, "         deployer runs with procs %d (%s)", m.DeployerProcs, m.DeployerProcsSource)
+		default:
+			fmt.Fprintf(w, "         deployer runs with procs %d (the key unset: the runtime's GOMAXPROCS)", m.DeployerProcs)
+		}
+		if m.AllProcs > 0 {
+			fmt.Fprintf(w, "; deployer@all with procs %d (procs = 0)", m.AllProcs)
+		}
 		if m.HalfProcs > 0 {
 			fmt.Fprintf(w, "; deployer@half with procs %d", m.HalfProcs)
 		}
@@ -580,7 +617,7 @@ func (r *result) print(w io.Writer) {
 	fmt.Fprintln(w)
 
 	fmt.Fprintf(w, "%-15s %11s %9s %9s %9s %8s %9s %9s %10s\n", "target", "requests/s", "p50", "p99", "p99.9", "errors", "CPU/req", "vs nginx", "vs HAProxy")
-	for _, name := range []string{"direct", "deployer", "deployer@half", "deployer@before", "nginx", "haproxy", "rawrelay"} {
+	for _, name := range []string{"direct", "deployer", "deployer@all", "deployer@half", "deployer@before", "nginx", "haproxy", "rawrelay"} {
 		t, ok := r.Targets[name]
 		if !ok {
 			continue
@@ -594,6 +631,9 @@ func (r *result) print(w io.Writer) {
 	}
 	if r.Load.Rounds > 1 {
 		fmt.Fprintln(w, "vs nginx, vs HAProxy: the median over the rounds of the ratio between the two measured in the same round.")
+	}
+	if _, ok := r.Targets["deployer@all"]; ok {
+		fmt.Fprintln(w, "deployer@all: the same build with procs = 0, every CPU all the time (GOMAXPROCS), an app process of its own.")
 	}
 	if _, ok := r.Targets["deployer@half"]; ok {
 		fmt.Fprintln(w, "deployer@half: the same build with procs = half the CPUs (GOMAXPROCS), an app process of its own.")
@@ -614,6 +654,13 @@ func (r *result) print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "swap latency: new version healthy → its first request: median %.2f ms, p90 %.2f ms, max %.2f ms (%d swaps)\n",
 			s.LatencyMs.Median, s.LatencyMs.P90, s.LatencyMs.Max, s.LatencyMs.N)
+	}
+	if s := r.SwapAll; s != nil {
+		fmt.Fprintf(w, "deployer@all, the same swap run: %d failed requests of %d, %d swaps failed or refused\n", s.Load.Errors, s.Load.Requests, s.SwapsFailed)
+		if d, ok := r.Targets["deployer@all"]; ok {
+			fmt.Fprintf(w, "              p99 %s with swaps vs %s without (p50 %s vs %s, p99.9 %s vs %s); %.0f vs %.0f requests/s\n",
+				ms(s.Load.P99us), ms(d.P99us), ms(s.Load.P50us), ms(d.P50us), ms(s.Load.P999us), ms(d.P999us), s.Load.RPS, d.RPS)
+		}
 	}
 	if h := r.Hold; h != nil {
 		fmt.Fprintf(w, "\nhold cost:    %d requests held during a pause: deployer RSS %.1f MiB before, %.1f MiB held (%.1f KiB per held request), %.1f MiB after resume (the %d connections still open)\n",

@@ -26,7 +26,7 @@ type daemonConfig struct {
 	Addr, StateDir, Backend, Events string
 	MaxQueued                       int
 	Drain                           string
-	Procs                           int // 0: the key is left out (the default)
+	Procs                           string // procs = this; "": the key is left out (the default)
 }
 
 var deployTOML = template.Must(template.New("deploy.toml").Parse(`# Written by go run ./bench.
@@ -99,7 +99,10 @@ type appStatus struct {
 type daemonStatus struct {
 	Apps   []appStatus `json:"apps"`
 	Daemon struct {
-		Procs int `json:"procs"` // 0 from a daemon too old to say
+		Procs       int    `json:"procs"` // 0 from a daemon too old to say
+		ProcsSource string `json:"procs_source"`
+		ProcsMin    int    `json:"procs_min"`
+		ProcsMax    int    `json:"procs_max"`
 	} `json:"daemon"`
 }
 

@@ -13,6 +13,9 @@
 // answered its first health check and when it got its first other request:
 // one line each, "healthy <unix ns>" and "first <unix ns>", in
 // DIR/<version>-<pid>.
+//
+// With -trace FILE it writes an execution trace of a window of its run
+// (bench/tracestat): what the app's goroutines waited for, behind a proxy.
 package main
 
 import (
@@ -29,6 +32,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/deployer/deployer/bench/internal/tracewin"
 )
 
 // body is what every request gets: small and fixed, like a tiny JSON API
@@ -39,7 +44,11 @@ func main() {
 	socket := flag.String("socket", os.Getenv("DEPLOYER_SOCKET"), "unix socket to listen on")
 	addr := flag.String("addr", "", "also listen on this TCP address (the benchmark's direct run: wrk speaks TCP only)")
 	events := flag.String("events", "", "directory to record the first health check and first request in")
+	traceFile := flag.String("trace", "", "write an execution trace of a window of the run here (bench/tracestat reads it)")
+	traceAfter := flag.Duration("trace-after", 3*time.Second, "with -trace: start the window this long after the start")
+	traceFor := flag.Duration("trace-for", 2*time.Second, "with -trace: the window's length")
 	flag.Parse()
+	tracewin.Start("backend", *traceFile, *traceAfter, *traceFor)
 	if *socket == "" {
 		fmt.Fprintln(os.Stderr, "backend: no -socket and no $DEPLOYER_SOCKET")
 		os.Exit(2)

@@ -8,6 +8,14 @@
 //	wrk -t2 -c64 -d10s http://127.0.0.1:8082/
 //	go tool pprof -top cpu.out
 //
+// With -trace it writes an execution trace of a window of the run instead
+// (3 s after the start, for 2 s, by default), and bench/tracestat shows how
+// long goroutines waited for a thread and for their peers in it:
+//
+//	go run ./bench/proxyprof -socket /tmp/app.sock -trace proxy.trace &
+//	wrk -t2 -c64 -d7s http://127.0.0.1:8082/
+//	go run ./bench/tracestat -split 'proxy.(*call)' proxy.trace
+//
 // With -hold N it measures instead what holding costs inside the process:
 // it pauses the app, sends N requests on N connections, and prints the Go
 // heap, goroutine stacks and live objects per held request (from
@@ -24,6 +32,7 @@ import (
 	"runtime/pprof"
 	"time"
 
+	"github.com/deployer/deployer/bench/internal/tracewin"
 	"github.com/deployer/deployer/proxy"
 	"github.com/deployer/deployer/proxy/front"
 )
@@ -36,7 +45,11 @@ func main() {
 	heapProfile := flag.String("heapprofile", "", "with -hold: write a heap profile of the held requests here")
 	runFor := flag.Duration("for", 0, "stop after this long, writing the profiles (0: run until killed, no profiles)")
 	hold := flag.Int("hold", 0, "measure the memory of this many held requests, then exit")
+	traceFile := flag.String("trace", "", "write an execution trace of a window of the run here (bench/tracestat reads it)")
+	traceAfter := flag.Duration("trace-after", 3*time.Second, "with -trace: start the window this long after the start")
+	traceFor := flag.Duration("trace-for", 2*time.Second, "with -trace: the window's length")
 	flag.Parse()
+	tracewin.Start("proxyprof", *traceFile, *traceAfter, *traceFor)
 	if *heapProfile != "" {
 		runtime.MemProfileRate = 1 // every allocation, for exact figures per held request
 	}
