@@ -111,12 +111,18 @@ func (e *env) writeConfig(text string) {
 func (e *env) basicConfig(extra string) {
 	e.release("v1")
 	e.release("v2")
-	e.writeConfig(`[deployer]
+	e.writeConfig(basicConfigText("", extra))
+}
+
+// basicConfigText is basicConfig's deploy.toml: deployerExtra ends
+// [deployer] (its first line is line 6), extra ends [apps.web].
+func basicConfigText(deployerExtra, extra string) string {
+	return `[deployer]
 listen = "%ADDR%"
 state_dir = "run"
 queue_timeout = "10s"
 drain_timeout = "5s"
-
+` + deployerExtra + `
 [apps.web]
 command = ["./run"]
 dir = "releases/{version}"
@@ -124,7 +130,7 @@ version = "v1"
 settle = "100ms"
 ready_timeout = "10s"
 stop_timeout = "5s"
-` + extra)
+` + extra
 }
 
 // start runs `deployer start` in the background and waits until every app

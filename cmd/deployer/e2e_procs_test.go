@@ -9,25 +9,6 @@ import (
 	"github.com/deployer/deployer/supervisor"
 )
 
-// procsConfig is deploy.toml with one app, web, whose versions are
-// releases/NAME/run, and procsLine (if any) in [deployer].
-func procsConfig(procsLine string) string {
-	return `[deployer]
-listen = "%ADDR%"
-state_dir = "run"
-queue_timeout = "10s"
-drain_timeout = "2s"
-` + procsLine + `
-[apps.web]
-command = ["./run"]
-dir = "releases/{version}"
-version = "v1"
-settle = "100ms"
-ready_timeout = "10s"
-stop_timeout = "2s"
-`
-}
-
 // The daemon runs with procs threads. By default ("auto") that is half the
 // CPUs while steady and all of them while an app process starts (a swap to
 // a version that takes 1.5 s to boot) and for a moment after. A number in
@@ -38,7 +19,7 @@ func TestProcs(t *testing.T) {
 	e := newEnv(t)
 	e.release("v1")
 	e.release("slow", "-boot-delay", "1500ms")
-	e.writeConfig(procsConfig(""))
+	e.writeConfig(basicConfigText("", ""))
 	e.start("web")
 	l := startLoad(t, e.url("/"), 8)
 	waitFor(t, "load running", 5*time.Second, func() bool { return l.out.total() > 100 })
@@ -78,7 +59,7 @@ func TestProcs(t *testing.T) {
 
 	// A number: applied by a reload, kept however apps start.
 	other := plan.Max + 1
-	e.replaceConfig(procsConfig(fmt.Sprintf("procs = %d", other)))
+	e.replaceConfig(basicConfigText(fmt.Sprintf("procs = %d\n", other), ""))
 	waitFor(t, fmt.Sprintf("procs %d after a reload", other), 3*time.Second, func() bool { return e.mustStatus().Daemon.Procs == other })
 	if st := e.mustStatus(); st.Daemon.ProcsSource != "config" {
 		t.Errorf("procs = %d: source %q, want config", other, st.Daemon.ProcsSource)
@@ -87,7 +68,7 @@ func TestProcs(t *testing.T) {
 		t.Errorf("status does not show procs %d, or shows auto:\n%s", other, out)
 	}
 
-	e.replaceConfig(procsConfig(`procs = "half"`))
+	e.replaceConfig(basicConfigText("procs = \"half\"\n", ""))
 	var cfgErr string
 	waitFor(t, `config_error for procs = "half"`, 3*time.Second, func() bool {
 		cfgErr = e.mustStatus().ConfigError
@@ -104,19 +85,19 @@ func TestProcs(t *testing.T) {
 	}
 
 	// Every CPU, then back to the default.
-	e.replaceConfig(procsConfig("procs = 0"))
+	e.replaceConfig(basicConfigText("procs = 0\n", ""))
 	waitFor(t, "procs 0: every CPU", 3*time.Second, func() bool {
 		st := e.mustStatus()
 		return st.ConfigError == "" && st.Daemon.ProcsSource == "all" && st.Daemon.Procs == st.Daemon.CPUs
 	})
-	e.replaceConfig(procsConfig(`procs = "auto"`))
+	e.replaceConfig(basicConfigText("procs = \"auto\"\n", ""))
 	waitFor(t, fmt.Sprintf("procs %d (auto) again", plan.Min), 5*time.Second, func() bool {
 		st := e.mustStatus()
 		return st.ConfigError == "" && st.Daemon.ProcsSource == plan.Source && st.Daemon.Procs == plan.Min
 	})
 
 	got := l.finish()
-	t.Logf("procs moved by a swap, two reloads and an invalid value, under load: %s", got)
+	t.Logf("procs moved by a swap, three reloads and an invalid value, under load: %s", got)
 	if got.failures() != 0 {
 		t.Fatalf("failed requests: %s", got)
 	}
