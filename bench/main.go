@@ -493,24 +493,25 @@ func run(ctx context.Context, o options) (*result, error) {
 	}
 	res.Ratios = pairedRatios(rounds)
 
-	if !skip["swap"] {
-		logf("measuring swaps: a swap every %s during %s of load", o.swapEvery, o.duration)
-		s, err := swapRun(ctx, d, l, o.swapEvery, events, logf)
-		if err != nil {
-			return nil, fmt.Errorf("swap run: %w", err)
+	// The swap run on deployer, then on deployer@all, each daemon stopped
+	// after its own so that it leaves the cores to the next.
+	swapRuns := []struct {
+		name   string
+		d      *daemon
+		events string
+		out    **swapResult
+	}{{"deployer", d, events, &res.Swap}, {"deployer@all", ad, allEvents, &res.SwapAll}}
+	for _, r := range swapRuns {
+		if !skip["swap"] && r.d != nil {
+			logf("measuring swaps on %s: a swap every %s during %s of load", r.name, o.swapEvery, o.duration)
+			s, err := swapRun(ctx, r.d, l, o.swapEvery, r.events, logf)
+			if err != nil {
+				return nil, fmt.Errorf("swap run on %s: %w", r.name, err)
+			}
+			*r.out = &s
 		}
-		res.Swap = &s
+		r.d.shutdown(ctx)
 	}
-	d.shutdown(ctx)
-	if !skip["swap"] && ad != nil {
-		logf("measuring swaps on deployer@all: a swap every %s during %s of load", o.swapEvery, o.duration)
-		s, err := swapRun(ctx, ad, l, o.swapEvery, allEvents, logf)
-		if err != nil {
-			return nil, fmt.Errorf("swap run on deployer@all: %w", err)
-		}
-		res.SwapAll = &s
-	}
-	ad.shutdown(ctx)
 
 	if !skip["hold"] {
 		logf("measuring hold: %d requests held during a pause", o.held)
