@@ -108,11 +108,7 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	d.mu.RLock()
 	st.ConfigError = d.reloadErr
 	d.mu.RUnlock()
-	st.Daemon = daemonStatus(d.started)
-	if d.opts.ManageProcs {
-		_, plan := d.threads.status()
-		st.Daemon.ProcsSource, st.Daemon.ProcsMin, st.Daemon.ProcsMax = plan.Source, plan.Min, plan.Max
-	}
+	st.Daemon = d.daemonStatus()
 	st.Routes = d.routesStatus()
 	writeJSON(w, http.StatusOK, st)
 }

@@ -112,12 +112,10 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 		handoverC: make(chan struct{}),
 		started:   time.Now(),
 		procs:     newProcSampler(),
-		threads:   newThreadTuner(opts.Logger),
+		threads:   newThreadTuner(opts.Logger, opts.ManageProcs),
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	if opts.ManageProcs {
-		d.threads.configure(d.ctx, cfg.Deployer.Procs, false)
-	}
+	d.threads.configure(d.ctx, cfg.Deployer.Procs, false)
 	d.proxy = proxy.New(d.proxyOptions(cfg))
 	for _, name := range cfg.AppNames() {
 		d.apps[name] = newApp(d, cfg.Apps[name])

@@ -59,8 +59,8 @@ func Procs(n int) ProcsPlan {
 
 func halfOf(n int) int { return max(1, (n+1)/2) }
 
-// Auto tuning. These are variables for the tests.
-var (
+// Auto tuning.
+const (
 	// tuneEvery is how often the tuner samples the daemon's CPU use.
 	tuneEvery = 250 * time.Millisecond
 	// startTail is how long all CPUs stay after an app process became
@@ -85,6 +85,9 @@ const (
 // "auto", keeps moving it between Min and Max.
 type threadTuner struct {
 	log *slog.Logger
+	// manage is DaemonOptions.ManageProcs: without it the tuner leaves
+	// GOMAXPROCS alone and its plan stays the zero ProcsPlan.
+	manage bool
 	// set applies n threads (0: the runtime's own setting) and returns
 	// the number now in force; now and cpuTime are the clock and the
 	// process's CPU time. Fakes in the tests.
@@ -108,8 +111,8 @@ type useSample struct {
 	cpu time.Duration
 }
 
-func newThreadTuner(log *slog.Logger) *threadTuner {
-	return &threadTuner{log: log, set: setGOMAXPROCS, now: time.Now, cpuTime: processCPU, current: runtime.GOMAXPROCS(0)}
+func newThreadTuner(log *slog.Logger, manage bool) *threadTuner {
+	return &threadTuner{log: log, manage: manage, set: setGOMAXPROCS, now: time.Now, cpuTime: processCPU, current: runtime.GOMAXPROCS(0)}
 }
 
 // setGOMAXPROCS sets the runtime's GOMAXPROCS to n, or back to the
@@ -135,8 +138,11 @@ func processCPU() time.Duration {
 
 // configure applies procs = n: at start (reload false) and when a reload
 // changed it. For "auto" it starts the sampling loop, which ends with ctx or
-// the next configure.
+// the next configure. It does nothing unless the tuner manages GOMAXPROCS.
 func (t *threadTuner) configure(ctx context.Context, n int, reload bool) {
+	if !t.manage {
+		return
+	}
 	plan := Procs(n)
 	t.mu.Lock()
 	if t.loop != nil {
@@ -267,9 +273,9 @@ func (t *threadTuner) retuneLocked() {
 	t.log.Debug("procs changed", "procs", t.current, "why", why)
 }
 
-// status reports the plan and the threads in force.
-func (t *threadTuner) status() (current int, plan ProcsPlan) {
+// status reports the plan in force (Max and Min as last learned).
+func (t *threadTuner) status() ProcsPlan {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.current, t.plan
+	return t.plan
 }

@@ -62,7 +62,8 @@ type fakeRuntime struct {
 func (f *fakeRuntime) tuner(t *testing.T) *threadTuner {
 	t.Setenv("GOMAXPROCS", "")
 	return &threadTuner{
-		log: slog.New(slog.DiscardHandler),
+		log:    slog.New(slog.DiscardHandler),
+		manage: true,
 		set: func(n int) int {
 			f.sets++
 			if n == 0 {
@@ -164,8 +165,8 @@ func TestThreadTunerAuto(t *testing.T) {
 	}
 	done()
 	f.run(tt, startTail+tuneEvery, 0)
-	if cur, plan := tt.status(); cur != 3 || plan.Min != 3 || plan.Max != 6 {
-		t.Fatalf("after the CPUs changed: procs %d, plan %+v; want 3 of 3..6", cur, plan)
+	if plan := tt.status(); f.procs != 3 || plan.Min != 3 || plan.Max != 6 {
+		t.Fatalf("after the CPUs changed: procs %d, plan %+v; want 3 of 3..6", f.procs, plan)
 	}
 
 	// No change, no call: sampling alone never sets GOMAXPROCS again.
@@ -212,5 +213,16 @@ func TestThreadTunerConfigure(t *testing.T) {
 	tt2.configure(ctx, 0, false)
 	if f2.sets != 0 {
 		t.Errorf("procs = 0 at start: %d GOMAXPROCS calls, want none", f2.sets)
+	}
+	// A tuner that does not manage GOMAXPROCS (a daemon inside a test
+	// process) never sets it, and has no plan to report.
+	f3 := &fakeRuntime{procs: cpus, dflt: cpus}
+	tt3 := f3.tuner(t)
+	tt3.manage = false
+	tt3.configure(ctx, 3, false)
+	tt3.configure(ctx, ProcsAuto, true)
+	tt3.appStarting()()
+	if f3.sets != 0 || tt3.status() != (ProcsPlan{}) {
+		t.Errorf("unmanaged: %d GOMAXPROCS calls, plan %+v; want none and the zero plan", f3.sets, tt3.status())
 	}
 }

@@ -108,7 +108,7 @@ func (d *Daemon) checkReload(old, cfg *Config) error {
 // settings at once; new apps start, removed apps drain and stop; process
 // settings of running apps wait for their next swap.
 func (d *Daemon) apply(old, cfg *Config) {
-	if cfg.Deployer.Procs != old.Deployer.Procs && d.opts.ManageProcs {
+	if cfg.Deployer.Procs != old.Deployer.Procs {
 		d.threads.configure(d.ctx, cfg.Deployer.Procs, true)
 	}
 	routes, _ := routesOf(cfg)

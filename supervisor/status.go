@@ -4,7 +4,6 @@ import (
 	"os"
 	"runtime"
 	"sort"
-	"time"
 )
 
 // Status reports the app for `deployer status`.
@@ -59,16 +58,20 @@ func (a *App) Status() AppStatus {
 	return st
 }
 
-// daemonStatus describes the daemon process answering, started at started.
-func daemonStatus(started time.Time) DaemonStatus {
+// daemonStatus describes the daemon process answering.
+func (d *Daemon) daemonStatus() DaemonStatus {
+	plan := d.threads.status()
 	return DaemonStatus{
-		PID:        os.Getpid(),
-		Started:    started.UTC(),
-		Binary:     executable(),
-		Goroutines: runtime.NumGoroutine(),
-		OpenFDs:    openFDs(),
-		Procs:      runtime.GOMAXPROCS(0),
-		CPUs:       cpus,
+		PID:         os.Getpid(),
+		Started:     d.started.UTC(),
+		Binary:      executable(),
+		Goroutines:  runtime.NumGoroutine(),
+		OpenFDs:     openFDs(),
+		Procs:       runtime.GOMAXPROCS(0),
+		CPUs:        cpus,
+		ProcsSource: plan.Source,
+		ProcsMin:    plan.Min,
+		ProcsMax:    plan.Max,
 	}
 }
 
