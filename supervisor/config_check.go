@@ -38,7 +38,7 @@ type rawDeployer struct {
 	MaxQueued    int      `toml:"max_queued"`
 	DrainTimeout duration `toml:"drain_timeout"`
 	PIDFile      string   `toml:"pid_file"`
-	Procs        procs    `toml:"procs"`
+	Procs        anyValue `toml:"procs"`
 
 	// The public side (config_public.go).
 	Metrics           string   `toml:"metrics"`
@@ -47,10 +47,10 @@ type rawDeployer struct {
 	TLSCert           string   `toml:"tls_cert"`
 	TLSKey            string   `toml:"tls_key"`
 	TrustedProxies    []string `toml:"trusted_proxies"`
-	MaxBody           size     `toml:"max_body"`
+	MaxBody           anyValue `toml:"max_body"`
 	ReadHeaderTimeout duration `toml:"read_header_timeout"`
 	IdleTimeout       duration `toml:"idle_timeout"`
-	MaxHeaderBytes    size     `toml:"max_header_bytes"`
+	MaxHeaderBytes    anyValue `toml:"max_header_bytes"`
 	ControlUsers      []string `toml:"control_users"`
 	ControlGroups     []string `toml:"control_groups"`
 }
@@ -74,7 +74,7 @@ type rawApp struct {
 	DrainTimeout duration          `toml:"drain_timeout"`
 	StopSignal   string            `toml:"stop_signal"`
 	StopTimeout  duration          `toml:"stop_timeout"`
-	MaxBody      size              `toml:"max_body"`
+	MaxBody      anyValue          `toml:"max_body"`
 }
 
 // duration holds the text of a duration key. Decoded into time.Duration, a
@@ -90,11 +90,14 @@ func (d *duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// procs holds the value of deployer.procs as decoded: an int64 or a string.
-type procs struct{ val any }
+// anyValue holds the value of a key that takes more than one TOML type (a
+// size: an integer or a string; procs: an integer or "auto") as decoded.
+// checkKeys reports a type the key does not take, with its line; the
+// loader parses the rest.
+type anyValue struct{ val any }
 
-func (p *procs) UnmarshalTOML(v any) error {
-	p.val = v
+func (v *anyValue) UnmarshalTOML(x any) error {
+	v.val = x
 	return nil
 }
 

@@ -59,14 +59,6 @@ type PublicConfig struct {
 	ControlGIDs []uint32
 }
 
-// size holds the value of a size key as decoded: an int64 or a string.
-type size struct{ val any }
-
-func (s *size) UnmarshalTOML(v any) error {
-	s.val = v
-	return nil
-}
-
 // parseSize reads "10MiB", "512KB", "1GB", "100" (bytes) or an integer.
 // KB, MB, GB are powers of 1000; KiB, MiB, GiB powers of 1024.
 func parseSize(v any) (int64, error) {
@@ -102,7 +94,7 @@ func parseSize(v any) (int64, error) {
 
 // size parses a size key, or returns def when the key is absent. Wrong
 // TOML types were reported by checkKeys.
-func (l *loader) size(key toml.Key, s size, def int64) int64 {
+func (l *loader) size(key toml.Key, s anyValue, def int64) int64 {
 	if !l.defined(key) || s.val == nil {
 		return def
 	}
