@@ -645,10 +645,7 @@ func (r *result) print(w io.Writer) {
 	if s := r.Swap; s != nil {
 		fmt.Fprintf(w, "\nswap cost:    %d swaps, one every %s, during %s of the same load: %d failed requests of %d (%d connect, %d read, %d write, %d timeout, %d non-2xx); %d swaps failed or refused\n",
 			s.Swaps, s.Every, r.Load.Duration, s.Load.Errors, s.Load.Requests, s.Load.ErrConnect, s.Load.ErrRead, s.Load.ErrWrite, s.Load.ErrTimeout, s.Load.ErrStatus, s.SwapsFailed)
-		if d, ok := r.Targets["deployer"]; ok {
-			fmt.Fprintf(w, "              p99 %s with swaps vs %s without (p50 %s vs %s, p99.9 %s vs %s); %.0f vs %.0f requests/s\n",
-				ms(s.Load.P99us), ms(d.P99us), ms(s.Load.P50us), ms(d.P50us), ms(s.Load.P999us), ms(d.P999us), s.Load.RPS, d.RPS)
-		}
+		r.printSwapVsSteady(w, s, "deployer")
 		fmt.Fprintf(w, "              a swap command took %.0f ms median, %.0f ms max\n", s.SwapMs.Median, s.SwapMs.Max)
 		for _, e := range s.SwapErrors {
 			fmt.Fprintf(w, "              swap error: %s\n", e)
@@ -658,10 +655,7 @@ func (r *result) print(w io.Writer) {
 	}
 	if s := r.SwapAll; s != nil {
 		fmt.Fprintf(w, "deployer@all, the same swap run: %d failed requests of %d, %d swaps failed or refused\n", s.Load.Errors, s.Load.Requests, s.SwapsFailed)
-		if d, ok := r.Targets["deployer@all"]; ok {
-			fmt.Fprintf(w, "              p99 %s with swaps vs %s without (p50 %s vs %s, p99.9 %s vs %s); %.0f vs %.0f requests/s\n",
-				ms(s.Load.P99us), ms(d.P99us), ms(s.Load.P50us), ms(d.P50us), ms(s.Load.P999us), ms(d.P999us), s.Load.RPS, d.RPS)
-		}
+		r.printSwapVsSteady(w, s, "deployer@all")
 	}
 	if h := r.Hold; h != nil {
 		fmt.Fprintf(w, "\nhold cost:    %d requests held during a pause: deployer RSS %.1f MiB before, %.1f MiB held (%.1f KiB per held request), %.1f MiB after resume (the %d connections still open)\n",
@@ -686,6 +680,17 @@ func (r *result) print(w io.Writer) {
 		fmt.Fprintf(w, "skipped: %s\n", s)
 	}
 	fmt.Fprintf(w, "\nbench took %s\n", r.Duration)
+}
+
+// printSwapVsSteady compares swap run s with target's row of the table,
+// the same daemon without swaps, if the table has it.
+func (r *result) printSwapVsSteady(w io.Writer, s *swapResult, target string) {
+	d, ok := r.Targets[target]
+	if !ok {
+		return
+	}
+	fmt.Fprintf(w, "              p99 %s with swaps vs %s without (p50 %s vs %s, p99.9 %s vs %s); %.0f vs %.0f requests/s\n",
+		ms(s.Load.P99us), ms(d.P99us), ms(s.Load.P50us), ms(d.P50us), ms(s.Load.P999us), ms(d.P999us), s.Load.RPS, d.RPS)
 }
 
 func ms(us float64) string { return fmt.Sprintf("%.2fms", us/1000) }
