@@ -148,6 +148,12 @@ type loadSettings struct {
 type measured struct {
 	Load  loadResult `json:"load"`
 	CPUus float64    `json:"proxy_cpu_us_per_request"`
+	// StealPct and IdlePct are the whole machine's during the round, warm-up
+	// included, as shares of all its CPUs' time (/proc/stat): steal is time
+	// the hypervisor ran something else on these virtual CPUs, the noise a
+	// shared machine adds that no process here can see.
+	StealPct float64 `json:"machine_steal_pct"`
+	IdlePct  float64 `json:"machine_idle_pct"`
 }
 
 // ratios are a target's requests/s relative to nginx's and HAProxy's, and
@@ -458,12 +464,13 @@ func run(ctx context.Context, o options) (*result, error) {
 	for round := 1; round <= o.rounds; round++ {
 		for _, t := range targets {
 			logf("measuring %s (round %d of %d): %s warm-up, %s", t.name, round, o.rounds, o.warmup, o.duration)
-			before := groupCPUTicks(t.pgid)
+			before, machineBefore := groupCPUTicks(t.pgid), readCPUStat()
 			r, err := l.run(ctx, t.addr, "bench.local")
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", t.name, err)
 			}
 			m := measured{Load: r}
+			m.StealPct, m.IdlePct = readCPUStat().since(machineBefore)
 			if r.Requests > 0 {
 				// Ticks are 10 ms. The warm-up is included, so divide
 				// by both runs' requests (the warm-up's counted at the
@@ -472,7 +479,7 @@ func run(ctx context.Context, o options) (*result, error) {
 				m.CPUus = float64(ticks) * 1e4 / (float64(r.Requests) * (1 + o.warmup.Seconds()/r.Seconds))
 			}
 			rounds[t.name] = append(rounds[t.name], m)
-			logf("  %.0f requests/s, p99 %.2fms, %d errors, %.1fµs CPU per request", r.RPS, r.P99us/1000, r.Errors, m.CPUus)
+			logf("  %.0f requests/s, p99 %.2fms, %d errors, %.1fµs CPU per request; machine steal %.1f%%, idle %.1f%%", r.RPS, r.P99us/1000, r.Errors, m.CPUus, m.StealPct, m.IdlePct)
 		}
 	}
 	// Each target's row is its round with the median requests/s; every
@@ -618,7 +625,7 @@ func (r *result) print(w io.Writer) {
 	fmt.Fprintln(w)
 
 	fmt.Fprintf(w, "%-15s %11s %9s %9s %9s %8s %9s %9s %10s\n", "target", "requests/s", "p50", "p99", "p99.9", "errors", "CPU/req", "vs nginx", "vs HAProxy")
-	for _, name := range []string{"direct", "deployer", "deployer@all", "deployer@half", "deployer@before", "nginx", "haproxy", "rawrelay"} {
+	for _, name := range targetOrder {
 		t, ok := r.Targets[name]
 		if !ok {
 			continue
@@ -641,6 +648,7 @@ func (r *result) print(w io.Writer) {
 	}
 	fmt.Fprintln(w, "direct: the backend over TCP, no proxy. rawrelay: bench/rawrelay, a measuring stick, not a proxy (GET only, no guarantees).")
 	fmt.Fprintln(w, "CPU/req: the proxy's own CPU time per request (direct: the backend's), from /proc, warm-up included.")
+	r.printRounds(w)
 
 	if s := r.Swap; s != nil {
 		fmt.Fprintf(w, "\nswap cost:    %d swaps, one every %s, during %s of the same load: %d failed requests of %d (%d connect, %d read, %d write, %d timeout, %d non-2xx); %d swaps failed or refused\n",
@@ -682,6 +690,39 @@ func (r *result) print(w io.Writer) {
 	fmt.Fprintf(w, "\nbench took %s\n", r.Duration)
 }
 
+// printRounds prints every round of every target, with the machine's
+// steal time in it when the run recorded it (runs before it did not).
+func (r *result) printRounds(w io.Writer) {
+	if r.Load.Rounds < 2 {
+		return
+	}
+	steal := false
+	for _, round := range r.Rounds {
+		for _, m := range round {
+			steal = steal || m.IdlePct > 0
+		}
+	}
+	if steal {
+		fmt.Fprintln(w, "\nevery round: requests/s · p99 · the machine's steal (its CPUs' time the hypervisor gave to others)")
+	} else {
+		fmt.Fprintln(w, "\nevery round: requests/s · p99")
+	}
+	for _, name := range targetOrder {
+		round, ok := r.Rounds[name]
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(w, "%-15s", name)
+		for _, m := range round {
+			fmt.Fprintf(w, "  %7.0f · %s", m.Load.RPS, ms(m.Load.P99us))
+			if steal {
+				fmt.Fprintf(w, " · %.1f%%", m.StealPct)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+}
+
 // printSwapVsSteady compares swap run s with target's row of the table,
 // the same daemon without swaps, if the table has it.
 func (r *result) printSwapVsSteady(w io.Writer, s *swapResult, target string) {
@@ -692,6 +733,9 @@ func (r *result) printSwapVsSteady(w io.Writer, s *swapResult, target string) {
 	fmt.Fprintf(w, "              p99 %s with swaps vs %s without (p50 %s vs %s, p99.9 %s vs %s); %.0f vs %.0f requests/s\n",
 		ms(s.Load.P99us), ms(d.P99us), ms(s.Load.P50us), ms(d.P50us), ms(s.Load.P999us), ms(d.P999us), s.Load.RPS, d.RPS)
 }
+
+// targetOrder is the order the report lists targets in.
+var targetOrder = []string{"direct", "deployer", "deployer@all", "deployer@half", "deployer@before", "nginx", "haproxy", "rawrelay"}
 
 func ms(us float64) string { return fmt.Sprintf("%.2fms", us/1000) }
 

@@ -243,3 +243,46 @@ func oneRequest(addr, host string, timeout time.Duration) (int, error) {
 	io.Copy(io.Discard, conn)
 	return status, nil
 }
+
+// cpuStat is the machine's CPU time from the first line of /proc/stat, in
+// clock ticks: every field's sum, and the idle and steal fields.
+type cpuStat struct{ total, idle, steal int64 }
+
+func readCPUStat() cpuStat {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuStat{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return parseCPUStat(line)
+}
+
+// parseCPUStat reads "cpu user nice system idle iowait irq softirq steal
+// guest guest_nice". Guest time is already counted in user and nice.
+func parseCPUStat(line string) cpuStat {
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return cpuStat{}
+	}
+	var s cpuStat
+	for i, v := range f[1:min(len(f), 9)] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		s.total += n
+		switch i {
+		case 3:
+			s.idle = n
+		case 7:
+			s.steal = n
+		}
+	}
+	return s
+}
+
+// since is the steal and idle percentages of the time from before to s.
+func (s cpuStat) since(before cpuStat) (stealPct, idlePct float64) {
+	total := s.total - before.total
+	if total <= 0 {
+		return 0, 0
+	}
+	return 100 * float64(s.steal-before.steal) / float64(total), 100 * float64(s.idle-before.idle) / float64(total)
+}
