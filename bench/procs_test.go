@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -24,5 +25,39 @@ func TestCPUStat(t *testing.T) {
 		if got := parseCPUStat(bad); got != (cpuStat{}) {
 			t.Errorf("parseCPUStat(%q) = %+v, want zero", bad, got)
 		}
+	}
+}
+
+// A run disturbed by steal is measured again; the least disturbed attempt
+// is kept, and the others' steal is recorded.
+func TestMeasureSteady(t *testing.T) {
+	cases := []struct {
+		name      string
+		maxSteal  float64
+		steal     []float64 // each attempt's
+		keep      float64
+		discarded []float64
+	}{
+		{"calm", 2, []float64{0.4}, 0.4, nil},
+		{"once disturbed", 2, []float64{9, 0.1}, 0.1, []float64{9}},
+		{"always disturbed, the least kept", 2, []float64{9, 3, 12, 5}, 3, []float64{9, 12, 5}},
+		{"off", 0, []float64{40}, 40, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			calls := 0
+			measure := func() (measured, error) {
+				m := measured{StealPct: c.steal[calls], Load: loadResult{RPS: float64(1000 * (calls + 1))}}
+				calls++
+				return m, nil
+			}
+			m, err := measureSteady(c.maxSteal, 3, measure, func(string, ...any) {})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if calls != len(c.steal) || m.StealPct != c.keep || !slices.Equal(m.Discarded, c.discarded) {
+				t.Errorf("%d attempts, kept steal %v, discarded %v; want %d, %v, %v", calls, m.StealPct, m.Discarded, len(c.steal), c.keep, c.discarded)
+			}
+		})
 	}
 }
