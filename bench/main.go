@@ -471,7 +471,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	for round := 1; round <= o.rounds; round++ {
 		for _, t := range targets {
 			logf("measuring %s (round %d of %d): %s warm-up, %s", t.name, round, o.rounds, o.warmup, o.duration)
-			m, err := measureSteady(o.maxSteal, o.remeasure, func() (measured, error) { return measureOnce(ctx, l, t, o.warmup, logf) }, logf)
+			m, err := measureSteady(o.maxSteal, o.remeasure, func() (measured, error) { return measureOnce(ctx, l, t, logf) }, logf)
 			if err != nil {
 				return nil, err
 			}
@@ -697,7 +697,7 @@ type target struct {
 
 // measureOnce measures target t once, with the machine's steal and idle
 // time during it.
-func measureOnce(ctx context.Context, l load, t target, warmup time.Duration, logf func(string, ...any)) (measured, error) {
+func measureOnce(ctx context.Context, l load, t target, logf func(string, ...any)) (measured, error) {
 	before, machineBefore := groupCPUTicks(t.pgid), readCPUStat()
 	r, err := l.run(ctx, t.addr, "bench.local")
 	if err != nil {
@@ -709,7 +709,7 @@ func measureOnce(ctx context.Context, l load, t target, warmup time.Duration, lo
 		// Ticks are 10 ms. The warm-up is included, so divide by both
 		// runs' requests (the warm-up's counted at the run's rate).
 		ticks := groupCPUTicks(t.pgid) - before
-		m.CPUus = float64(ticks) * 1e4 / (float64(r.Requests) * (1 + warmup.Seconds()/r.Seconds))
+		m.CPUus = float64(ticks) * 1e4 / (float64(r.Requests) * (1 + l.warmup.Seconds()/r.Seconds))
 	}
 	logf("  %.0f requests/s, p99 %.2fms, %d errors, %.1fµs CPU per request; machine steal %.1f%%, idle %.1f%%", r.RPS, r.P99us/1000, r.Errors, m.CPUus, m.StealPct, m.IdlePct)
 	return m, nil
