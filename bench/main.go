@@ -51,7 +51,7 @@ func main() {
 	flag.StringVar(&o.loadgen, "loadgen", "auto", "load generator: wrk, go (built in), or auto (wrk when installed)")
 	flag.StringVar(&o.deployer, "deployer", "", "use this deployer binary instead of building ./cmd/deployer")
 	flag.StringVar(&o.before, "before", "", "also measure this deployer binary (an earlier build), as the row deployer@before")
-	flag.StringVar(&o.skip, "skip", "", "comma-separated parts to skip: direct,deployer,all,nginx,haproxy,rawrelay,swap,hold")
+	flag.StringVar(&o.skip, "skip", "", "comma-separated parts to skip: direct,deployer,all,nginx,haproxy,rawrelay,epollrelay,swap,hold")
 	flag.BoolVar(&o.json, "json", false, "print the result as JSON instead of a table")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs)")
 	flag.BoolVar(&o.verbose, "v", true, "report progress on stderr")
@@ -310,10 +310,11 @@ func run(ctx context.Context, o options) (*result, error) {
 	if err := goBuild(ctx, root, "./bench/backend", backendBin); err != nil {
 		return nil, err
 	}
-	rawrelayBin := filepath.Join(dir, "rawrelay")
-	if !skip["rawrelay"] {
-		if err := goBuild(ctx, root, "./bench/rawrelay", rawrelayBin); err != nil {
-			return nil, err
+	for _, name := range sticks {
+		if !skip[name] {
+			if err := goBuild(ctx, root, "./bench/"+name, filepath.Join(dir, name)); err != nil {
+				return nil, err
+			}
 		}
 	}
 
@@ -444,12 +445,15 @@ func run(ctx context.Context, o options) (*result, error) {
 		targets = append(targets, target{"haproxy", addr, ha.pid()})
 		stopAfter = append(stopAfter, ha)
 	}
-	if !skip["rawrelay"] {
+	for _, name := range sticks {
+		if skip[name] {
+			continue
+		}
 		addr, err := freePort()
 		if err != nil {
 			return nil, err
 		}
-		rr, err := startChild("rawrelay", filepath.Join(dir, "rawrelay.log"), rawrelayBin, "-socket", stable, "-addr", addr)
+		rr, err := startChild(name, filepath.Join(dir, name+".log"), filepath.Join(dir, name), "-socket", stable, "-addr", addr)
 		if err != nil {
 			return nil, err
 		}
@@ -457,7 +461,7 @@ func run(ctx context.Context, o options) (*result, error) {
 		if err := waitHTTP(ctx, addr, "bench.local", 10*time.Second); err != nil {
 			return nil, err
 		}
-		targets = append(targets, target{"rawrelay", addr, rr.pid()})
+		targets = append(targets, target{name, addr, rr.pid()})
 		stopAfter = append(stopAfter, rr)
 	}
 
@@ -645,7 +649,7 @@ func (r *result) print(w io.Writer) {
 	if _, ok := r.Targets["deployer@half"]; ok {
 		fmt.Fprintln(w, "deployer@half: the same build with procs = half the CPUs (GOMAXPROCS), an app process of its own.")
 	}
-	fmt.Fprintln(w, "direct: the backend over TCP, no proxy. rawrelay: bench/rawrelay, a measuring stick, not a proxy (GET only, no guarantees).")
+	fmt.Fprintln(w, "direct: the backend over TCP, no proxy. rawrelay, epollrelay: bench/rawrelay and bench/epollrelay, measuring sticks, not proxies (GET only, no guarantees).")
 	fmt.Fprintln(w, "CPU/req: the proxy's own CPU time per request (direct: the backend's), from /proc, warm-up included.")
 	r.printRounds(w)
 
@@ -794,7 +798,11 @@ func (r *result) printSwapVsSteady(w io.Writer, s *swapResult, target string) {
 }
 
 // targetOrder is the order the report lists targets in.
-var targetOrder = []string{"direct", "deployer", "deployer@all", "deployer@half", "deployer@before", "nginx", "haproxy", "rawrelay"}
+var targetOrder = []string{"direct", "deployer", "deployer@all", "deployer@half", "deployer@before", "nginx", "haproxy", "rawrelay", "epollrelay"}
+
+// sticks are the measuring sticks: programs under bench/ named after their
+// directory, each started with -socket (the app's) and -addr (its own).
+var sticks = []string{"rawrelay", "epollrelay"}
 
 func ms(us float64) string { return fmt.Sprintf("%.2fms", us/1000) }
 

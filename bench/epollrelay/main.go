@@ -1,0 +1,366 @@
+// Command epollrelay is a measuring stick for the benchmark, not a proxy:
+// rawrelay's work (relay GET heads as bytes with the forwarding headers
+// deployer adds, relay Content-Length answers back) done the way nginx
+// does it instead of the way Go's net package does: event loops, each an
+// OS thread of its own with its own edge-triggered epoll set, listening
+// socket (SO_REUSEPORT) and pool of app connections, no goroutine per
+// connection and no use of the runtime's poller or scheduler while it
+// serves. Its row shows what an nginx-style front end written in Go would
+// gain over deployer's goroutine per connection (see BENCHMARKS.md).
+//
+// It runs one loop by default, the number of threads deployer's proxy
+// runs while steady; -loops sets it. It handles only what the benchmark
+// sends (GET without a body; answers with a Content-Length, head and body
+// within 16 KiB; an app that keeps its connections open) and none of
+// deployer's guarantees: no holding, no retries, no draining, no upgrades,
+// no error answers (a failure closes the client's connection).
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// bufSize is each connection's read buffer: a head, or an answer's head
+// and body, must fit in it.
+const bufSize = 16 << 10
+
+func main() {
+	socket := flag.String("socket", "", "the app's unix socket")
+	addr := flag.String("addr", "127.0.0.1:8085", "address to listen on")
+	loops := flag.Int("loops", 1, "event loops, each an OS thread with its own listening socket")
+	flag.Parse()
+	if *socket == "" || *loops < 1 {
+		fail(fmt.Errorf("usage: epollrelay -socket PATH [-addr HOST:PORT] [-loops N>0]"))
+	}
+	ap, err := net.ResolveTCPAddr("tcp4", *addr)
+	if err != nil {
+		fail(err)
+	}
+	done := make(chan error)
+	for i := 0; i < *loops; i++ {
+		l, err := newLoop(ap, *socket)
+		if err != nil {
+			fail(err)
+		}
+		if ap, err = l.addr(); err != nil { // the port chosen for ":0", for the next loops
+			fail(err)
+		}
+		go func() { done <- l.run() }()
+	}
+	fail(<-done)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "epollrelay:", err)
+	os.Exit(1)
+}
+
+// conn is one socket: a client's (TCP) or a pooled one to the app (unix).
+type conn struct {
+	fd     int
+	app    bool
+	closed bool   // its fd is closed (and its number may be another's now)
+	in     []byte // bytes read, not yet used
+	out    []byte // bytes to write, not yet written
+	// A client's:
+	peer *conn  // the app connection its request in flight went to
+	ip   []byte // its address, for X-Forwarded-For
+	id   uint64 // its requests so far, for X-Request-Id
+	// An app connection's:
+	client *conn // the client whose request it carries; nil while idle
+}
+
+// loop is one event loop: a listening socket, an epoll set and the app
+// connections, all used by one OS thread only.
+type loop struct {
+	ep     int
+	lfd    int
+	socket string
+	conns  map[int]*conn
+	idle   []*conn
+	events []unix.EpollEvent
+}
+
+func newLoop(a *net.TCPAddr, socket string) (*loop, error) {
+	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	unix.SetsockoptInt(lfd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	unix.SetsockoptInt(lfd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	sa := &unix.SockaddrInet4{Port: a.Port}
+	copy(sa.Addr[:], a.IP.To4())
+	if err := unix.Bind(lfd, sa); err != nil {
+		return nil, err
+	}
+	if err := unix.Listen(lfd, 4096); err != nil {
+		return nil, err
+	}
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(lfd)}); err != nil {
+		return nil, err
+	}
+	return &loop{ep: ep, lfd: lfd, socket: socket, conns: map[int]*conn{}, events: make([]unix.EpollEvent, 256)}, nil
+}
+
+// addr is the address l listens on.
+func (l *loop) addr() (*net.TCPAddr, error) {
+	sa, err := unix.Getsockname(l.lfd)
+	if err != nil {
+		return nil, err
+	}
+	s, ok := sa.(*unix.SockaddrInet4)
+	if !ok {
+		return nil, fmt.Errorf("listening on %T", sa)
+	}
+	return &net.TCPAddr{IP: net.IP(s.Addr[:]), Port: s.Port}, nil
+}
+
+// run serves l's connections until epoll fails, on a thread of its own.
+func (l *loop) run() error {
+	runtime.LockOSThread()
+	for {
+		n, err := unix.EpollWait(l.ep, l.events, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for i := 0; i < n; i++ {
+			ev := l.events[i]
+			fd := int(ev.Fd)
+			if fd == l.lfd {
+				l.accept()
+				continue
+			}
+			c := l.conns[fd]
+			if c == nil {
+				continue
+			}
+			if ev.Events&(unix.EPOLLOUT) != 0 && len(c.out) > 0 {
+				if !l.flush(c) {
+					continue
+				}
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				if c.app {
+					l.appReadable(c)
+				} else {
+					l.clientReadable(c)
+				}
+			}
+		}
+	}
+}
+
+func (l *loop) add(fd int, c *conn) error {
+	l.conns[fd] = c
+	return unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)})
+}
+
+func (l *loop) accept() {
+	for {
+		fd, sa, err := unix.Accept4(l.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err != nil {
+			return
+		}
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		c := &conn{fd: fd, in: make([]byte, 0, bufSize)}
+		if s, ok := sa.(*unix.SockaddrInet4); ok {
+			c.ip = []byte(net.IP(s.Addr[:]).String())
+		}
+		l.add(fd, c)
+	}
+}
+
+func (l *loop) close(c *conn) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	delete(l.conns, c.fd)
+	unix.Close(c.fd)
+	if c.app {
+		if c.client != nil {
+			l.close(c.client)
+		}
+		return
+	}
+	if c.peer != nil {
+		c.peer.client = nil
+		l.close(c.peer) // its answer is unread: the connection cannot be reused
+	}
+}
+
+// fill reads what is there into c.in; false when the connection is done.
+func (l *loop) fill(c *conn) bool {
+	for {
+		if len(c.in) == cap(c.in) {
+			return false
+		}
+		n, err := unix.Read(c.fd, c.in[len(c.in):cap(c.in)])
+		if n > 0 {
+			c.in = c.in[:len(c.in)+n]
+			if len(c.in) < cap(c.in) {
+				return true // a short read: nothing more for now
+			}
+			continue
+		}
+		if err == unix.EAGAIN {
+			return true
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		return false
+	}
+}
+
+// flush writes c.out; false when the connection was closed.
+func (l *loop) flush(c *conn) bool {
+	for len(c.out) > 0 {
+		n, err := unix.Write(c.fd, c.out)
+		if n > 0 {
+			c.out = c.out[n:]
+			continue
+		}
+		if err == unix.EAGAIN {
+			return true
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		l.close(c)
+		return false
+	}
+	c.out = c.out[:0]
+	return true
+}
+
+func (l *loop) clientReadable(c *conn) {
+	if !l.fill(c) {
+		l.close(c)
+		return
+	}
+	l.next(c)
+}
+
+// next starts the client's next request if its head is in and none is in flight.
+func (l *loop) next(c *conn) {
+	if c.peer != nil {
+		return
+	}
+	i := bytes.Index(c.in, []byte("\r\n\r\n"))
+	if i < 0 {
+		return
+	}
+	head := c.in[:i+4]
+	a, err := l.appConn()
+	if err != nil {
+		l.close(c)
+		return
+	}
+	c.peer, a.client = a, c
+	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	o := a.out[:0]
+	o = append(o, line...)
+	o = append(o, "\r\n"...)
+	var host []byte
+	for len(rest) > 2 {
+		var h []byte
+		h, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		k, v, _ := bytes.Cut(h, []byte(":"))
+		switch {
+		case bytes.EqualFold(k, []byte("Connection")), bytes.EqualFold(k, []byte("X-Forwarded-For")):
+			continue
+		case bytes.EqualFold(k, []byte("Host")):
+			host = bytes.TrimSpace(v)
+		}
+		o = append(o, h...)
+		o = append(o, "\r\n"...)
+	}
+	c.id++
+	o = append(o, "X-Forwarded-For: "...)
+	o = append(o, c.ip...)
+	o = append(o, "\r\nX-Forwarded-Host: "...)
+	o = append(o, host...)
+	o = append(o, "\r\nX-Forwarded-Proto: http\r\nX-Request-Id: "...)
+	o = strconv.AppendUint(o, c.id, 16)
+	o = append(o, "\r\n\r\n"...)
+	a.out = o
+	c.in = c.in[:copy(c.in, c.in[i+4:])]
+	l.flush(a)
+}
+
+func (l *loop) appConn() (*conn, error) {
+	for n := len(l.idle); n > 0; n-- {
+		a := l.idle[n-1]
+		l.idle = l.idle[:n-1]
+		if !a.closed {
+			return a, nil
+		}
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: l.socket}); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	a := &conn{fd: fd, app: true, in: make([]byte, 0, bufSize), out: make([]byte, 0, 1024)}
+	if err := l.add(fd, a); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return a, nil
+}
+
+func (l *loop) appReadable(a *conn) {
+	if !l.fill(a) {
+		l.close(a)
+		return
+	}
+	c := a.client
+	if c == nil {
+		return
+	}
+	i := bytes.Index(a.in, []byte("\r\n\r\n"))
+	if i < 0 {
+		return
+	}
+	length := 0
+	for rest := a.in[:i+4]; len(rest) > 2; {
+		var h []byte
+		h, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		if k, v, ok := bytes.Cut(h, []byte(":")); ok && bytes.EqualFold(k, []byte("Content-Length")) {
+			for _, d := range bytes.TrimSpace(v) {
+				length = length*10 + int(d-'0')
+			}
+		}
+	}
+	total := i + 4 + length
+	if len(a.in) < total {
+		return
+	}
+	c.out = append(c.out, a.in[:total]...)
+	a.in = a.in[:copy(a.in, a.in[total:])]
+	c.peer, a.client = nil, nil
+	l.idle = append(l.idle, a)
+	if !l.flush(c) {
+		return
+	}
+	l.next(c)
+}
