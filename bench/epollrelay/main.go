@@ -13,7 +13,8 @@
 // sends (GET without a body; answers with a Content-Length, head and body
 // within 16 KiB; an app that keeps its connections open) and none of
 // deployer's guarantees: no holding, no retries, no draining, no upgrades,
-// no error answers (a failure closes the client's connection).
+// no error answers (a failure closes the client's connection; a client or
+// app that closes its end is closed at once, with nothing more answered).
 package main
 
 import (
@@ -154,11 +155,14 @@ func (l *loop) run() error {
 					continue
 				}
 			}
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				// With the peer gone, read to the end: no later edge
+				// would report it.
+				hup := ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
 				if c.app {
-					l.appReadable(c)
+					l.appReadable(c, hup)
 				} else {
-					l.clientReadable(c)
+					l.clientReadable(c, hup)
 				}
 			}
 		}
@@ -204,8 +208,10 @@ func (l *loop) close(c *conn) {
 	}
 }
 
-// fill reads what is there into c.in; false when the connection is done.
-func (l *loop) fill(c *conn) bool {
+// fill reads what is there into c.in; false when the connection is done
+// (its end read, an error, or c.in full). Unless hup, a short read ends it:
+// the socket is empty, and more data will be a new edge.
+func (l *loop) fill(c *conn, hup bool) bool {
 	for {
 		if len(c.in) == cap(c.in) {
 			return false
@@ -213,8 +219,8 @@ func (l *loop) fill(c *conn) bool {
 		n, err := unix.Read(c.fd, c.in[len(c.in):cap(c.in)])
 		if n > 0 {
 			c.in = c.in[:len(c.in)+n]
-			if len(c.in) < cap(c.in) {
-				return true // a short read: nothing more for now
+			if !hup && len(c.in) < cap(c.in) {
+				return true
 			}
 			continue
 		}
@@ -249,8 +255,8 @@ func (l *loop) flush(c *conn) bool {
 	return true
 }
 
-func (l *loop) clientReadable(c *conn) {
-	if !l.fill(c) {
+func (l *loop) clientReadable(c *conn, hup bool) {
+	if !l.fill(c, hup) {
 		l.close(c)
 		return
 	}
@@ -328,8 +334,8 @@ func (l *loop) appConn() (*conn, error) {
 	return a, nil
 }
 
-func (l *loop) appReadable(a *conn) {
-	if !l.fill(a) {
+func (l *loop) appReadable(a *conn, hup bool) {
+	if !l.fill(a, hup) {
 		l.close(a)
 		return
 	}
