@@ -24,9 +24,10 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/deployer/deployer/bench/internal/relayhead"
 )
 
 // bufSize is each connection's read buffer: a head, or an answer's head
@@ -279,33 +280,8 @@ func (l *loop) next(c *conn) {
 		return
 	}
 	c.peer, a.client = a, c
-	line, rest, _ := bytes.Cut(head, []byte("\r\n"))
-	o := a.out[:0]
-	o = append(o, line...)
-	o = append(o, "\r\n"...)
-	var host []byte
-	for len(rest) > 2 {
-		var h []byte
-		h, rest, _ = bytes.Cut(rest, []byte("\r\n"))
-		k, v, _ := bytes.Cut(h, []byte(":"))
-		switch {
-		case bytes.EqualFold(k, []byte("Connection")), bytes.EqualFold(k, []byte("X-Forwarded-For")):
-			continue
-		case bytes.EqualFold(k, []byte("Host")):
-			host = bytes.TrimSpace(v)
-		}
-		o = append(o, h...)
-		o = append(o, "\r\n"...)
-	}
 	c.id++
-	o = append(o, "X-Forwarded-For: "...)
-	o = append(o, c.ip...)
-	o = append(o, "\r\nX-Forwarded-Host: "...)
-	o = append(o, host...)
-	o = append(o, "\r\nX-Forwarded-Proto: http\r\nX-Request-Id: "...)
-	o = strconv.AppendUint(o, c.id, 16)
-	o = append(o, "\r\n\r\n"...)
-	a.out = o
+	a.out = relayhead.AppendRequest(a.out[:0], head, c.ip, c.id)
 	c.in = c.in[:copy(c.in, c.in[i+4:])]
 	l.flush(a)
 }
@@ -347,17 +323,7 @@ func (l *loop) appReadable(a *conn, hup bool) {
 	if i < 0 {
 		return
 	}
-	length := 0
-	for rest := a.in[:i+4]; len(rest) > 2; {
-		var h []byte
-		h, rest, _ = bytes.Cut(rest, []byte("\r\n"))
-		if k, v, ok := bytes.Cut(h, []byte(":")); ok && bytes.EqualFold(k, []byte("Content-Length")) {
-			for _, d := range bytes.TrimSpace(v) {
-				length = length*10 + int(d-'0')
-			}
-		}
-	}
-	total := i + 4 + length
+	total := i + 4 + relayhead.ContentLength(a.in[:i+4])
 	if len(a.in) < total {
 		return
 	}

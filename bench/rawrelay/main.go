@@ -20,8 +20,9 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
 	"sync"
+
+	"github.com/deployer/deployer/bench/internal/relayhead"
 )
 
 func main() {
@@ -102,7 +103,8 @@ func serve(c net.Conn, p *pool) {
 	defer c.Close()
 	br := bufio.NewReaderSize(c, 4096)
 	bw := bufio.NewWriterSize(c, 4096)
-	ip, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	ip := []byte(host)
 	var id uint64
 	for {
 		head, err := readHead(br)
@@ -113,31 +115,8 @@ func serve(c net.Conn, p *pool) {
 		if err != nil {
 			return
 		}
-		line, rest, _ := bytes.Cut(head, []byte("\r\n"))
-		a.bw.Write(line)
-		a.bw.WriteString("\r\n")
-		var host []byte
-		for len(rest) > 2 {
-			var h []byte
-			h, rest, _ = bytes.Cut(rest, []byte("\r\n"))
-			k, v, _ := bytes.Cut(h, []byte(":"))
-			switch {
-			case bytes.EqualFold(k, []byte("Connection")), bytes.EqualFold(k, []byte("X-Forwarded-For")):
-				continue
-			case bytes.EqualFold(k, []byte("Host")):
-				host = bytes.TrimSpace(v)
-			}
-			a.bw.Write(h)
-			a.bw.WriteString("\r\n")
-		}
 		id++
-		a.bw.WriteString("X-Forwarded-For: ")
-		a.bw.WriteString(ip)
-		a.bw.WriteString("\r\nX-Forwarded-Host: ")
-		a.bw.Write(host)
-		a.bw.WriteString("\r\nX-Forwarded-Proto: http\r\nX-Request-Id: ")
-		a.bw.Write(strconv.AppendUint(a.bw.AvailableBuffer(), id, 16))
-		a.bw.WriteString("\r\n\r\n")
+		a.bw.Write(relayhead.AppendRequest(a.bw.AvailableBuffer(), head, ip, id))
 		br.Discard(len(head))
 		if err := a.bw.Flush(); err != nil {
 			return
@@ -146,16 +125,7 @@ func serve(c net.Conn, p *pool) {
 		if err != nil {
 			return
 		}
-		length := 0
-		for rest := rhead; len(rest) > 2; {
-			var h []byte
-			h, rest, _ = bytes.Cut(rest, []byte("\r\n"))
-			if k, v, ok := bytes.Cut(h, []byte(":")); ok && bytes.EqualFold(k, []byte("Content-Length")) {
-				for _, d := range bytes.TrimSpace(v) {
-					length = length*10 + int(d-'0')
-				}
-			}
-		}
+		length := relayhead.ContentLength(rhead)
 		bw.Write(rhead)
 		a.br.Discard(len(rhead))
 		body, err := a.br.Peek(length)
