@@ -280,6 +280,10 @@ func run(ctx context.Context, o options) (*result, error) {
 		skip["haproxy"] = true
 		res.Skipped = append(res.Skipped, "haproxy (not installed)")
 	}
+	if runtime.GOOS != "linux" && !skip["epollrelay"] {
+		skip["epollrelay"] = true
+		res.Skipped = append(res.Skipped, "epollrelay (Linux only: epoll)")
+	}
 
 	root, err := moduleRoot()
 	if err != nil {

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command epollrelay is a measuring stick for the benchmark, not a proxy:
 // rawrelay's work (relay GET heads as bytes with the forwarding headers
 // deployer adds, relay Content-Length answers back) done the way nginx
