@@ -93,6 +93,9 @@ type loop struct {
 	events []unix.EpollEvent
 }
 
+// newLoop listens on a, with SO_REUSEPORT so that every loop has a
+// listening socket of its own on the same port (the kernel spreads new
+// connections over them), for requests to relay to the app at socket.
 func newLoop(a *net.TCPAddr, socket string) (*loop, error) {
 	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
