@@ -175,11 +175,16 @@ func (l *loop) run() error {
 	}
 }
 
+// add watches c's socket fd (edge-triggered, both ways) and files c under it.
 func (l *loop) add(fd int, c *conn) error {
+	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}); err != nil {
+		return err
+	}
 	l.conns[fd] = c
-	return unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)})
+	return nil
 }
 
+// accept takes every connection waiting on the listening socket.
 func (l *loop) accept() {
 	for {
 		fd, sa, err := unix.Accept4(l.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
@@ -191,7 +196,9 @@ func (l *loop) accept() {
 		if s, ok := sa.(*unix.SockaddrInet4); ok {
 			c.ip = []byte(net.IP(s.Addr[:]).String())
 		}
-		l.add(fd, c)
+		if l.add(fd, c) != nil {
+			unix.Close(fd)
+		}
 	}
 }
 
