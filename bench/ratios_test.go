@@ -3,6 +3,7 @@ package main
 import (
 	"math"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -54,5 +55,45 @@ func TestPairedRatios(t *testing.T) {
 	one := map[string][]measured{"deployer": {m(100, 5)}, "nginx": {m(110, 4)}}
 	if q := pairedRatios(one)["deployer"]; q.P99VsNginxMs != 1 || q.Nginx != 100.0/110 {
 		t.Errorf("one round: %+v", q)
+	}
+}
+
+// The control row is compared with nginx like any target, and the line
+// under the table says which of the first two targets it would have met.
+func TestControl(t *testing.T) {
+	m := func(rps, p99ms float64) measured {
+		return measured{Load: loadResult{RPS: rps, P99us: p99ms * 1000}}
+	}
+	r := &result{Ratios: pairedRatios(map[string][]measured{
+		"nginx":   {m(40000, 5.0), m(40000, 5.0), m(40000, 5.0)},
+		"nginx-b": {m(44000, 5.5), m(38000, 5.2), m(41000, 4.9)},
+	})}
+	got := r.control()
+	for _, want := range []string{"1.025 ×", "rounds 1.10 0.95 1.02", "p99 +0.20 ms", "rounds +0.50 +0.20 -0.10", "met the requests/s one, not the p99 one"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("control line lacks %q:\n%s", want, got)
+		}
+	}
+	if c := (&result{Ratios: pairedRatios(map[string][]measured{"nginx": {m(1, 1)}})}).control(); c != "" {
+		t.Errorf("a run without nginx-b printed a control line: %q", c)
+	}
+}
+
+// Odd rounds measure the targets as listed, even ones in reverse; the
+// caller's list is left as it was.
+func TestRoundOrder(t *testing.T) {
+	targets := []string{"deployer", "nginx", "nginx-b"}
+	var got [][]string
+	for round := 1; round <= 3; round++ {
+		got = append(got, slices.Clone(roundOrder(targets, round)))
+	}
+	want := [][]string{{"deployer", "nginx", "nginx-b"}, {"nginx-b", "nginx", "deployer"}, {"deployer", "nginx", "nginx-b"}}
+	for i := range want {
+		if !slices.Equal(got[i], want[i]) {
+			t.Errorf("round %d: %v, want %v", i+1, got[i], want[i])
+		}
+	}
+	if !slices.Equal(targets, []string{"deployer", "nginx", "nginx-b"}) {
+		t.Errorf("the list itself was changed: %v", targets)
 	}
 }
