@@ -241,7 +241,18 @@ func versionProblem(v string) string {
 // PATH) are left to launch time: dir and command may hold placeholders.
 // Socket path lengths are checked for the configured version only; a swap
 // to a longer version name must check again.
-func LoadConfig(path string) (*Config, error) {
+func LoadConfig(path string) (*Config, error) { return loadConfig(path, false) }
+
+// CheckConfig is LoadConfig for `deployer check`: it also loads tls_cert
+// and tls_key as a key pair, as the daemon does when it starts, so that a
+// key that does not match its certificate, or a file that is not PEM, is
+// reported with the line of tls_cert instead of at the next start. The
+// daemon's own loads (start, live reload) only check that the files exist:
+// the certificate is its own watcher's business, and a reload must not be
+// refused because a certificate rotation is half-written at that moment.
+func CheckConfig(path string) (*Config, error) { return loadConfig(path, true) }
+
+func loadConfig(path string, loadPair bool) (*Config, error) {
 	src, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("supervisor: config file %s does not exist: %w", path, err)
@@ -253,7 +264,7 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: config path %s: %w", path, err)
 	}
-	return parseConfig(path, abs, src)
+	return parseConfig(path, abs, src, loadPair)
 }
 
 // defaultDeployer and defaultApp are the one place defaults are applied:

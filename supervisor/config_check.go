@@ -173,6 +173,9 @@ type loader struct {
 	md       toml.MetaData
 	lines    keyLocator
 	problems []*ConfigError
+	// loadPair: parse tls_cert and tls_key as a key pair too (CheckConfig),
+	// not only check that they exist.
+	loadPair bool
 }
 
 // addf records a problem at the line of key (none when key is nil or its
@@ -207,8 +210,8 @@ func sortLine(line int) int {
 
 // parseConfig decodes and validates src, the contents of the file named
 // name (as given) whose absolute path is abs.
-func parseConfig(name, abs string, src []byte) (*Config, error) {
-	l := &loader{file: name, lines: keyLocator{src: string(src)}}
+func parseConfig(name, abs string, src []byte, loadPair bool) (*Config, error) {
+	l := &loader{file: name, lines: keyLocator{src: string(src)}, loadPair: loadPair}
 
 	// A generic decode first: it fails only on syntax, and gives every key
 	// with its value, so spelling and types are checked for all keys at once.

@@ -164,6 +164,7 @@ func (l *loader) public(raw rawDeployer, dir string) PublicConfig {
 		}
 		l.addf(key(k), "deployer.%s is set but tls_listen is not: set tls_listen (e.g. \"0.0.0.0:443\") to serve HTTPS", k)
 	}
+	present := 0
 	for _, k := range []string{"tls_cert", "tls_key"} {
 		path := p.TLSCert
 		if k == "tls_key" {
@@ -174,6 +175,14 @@ func (l *loader) public(raw rawDeployer, dir string) PublicConfig {
 		}
 		if _, err := os.Stat(path); err != nil {
 			l.addf(key(k), "deployer.%s: %v", k, err)
+			continue
+		}
+		present++
+	}
+	if l.loadPair && present == 2 {
+		if _, err := loadKeyPair(p.TLSCert, p.TLSKey); err != nil {
+			l.addf(key("tls_cert"), "deployer.tls_cert and tls_key do not load as a key pair: %s",
+				strings.TrimPrefix(err.Error(), ErrTLSCert.Error()+": "))
 		}
 	}
 

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testcert"
 )
 
 func TestPublicConfig(t *testing.T) {
@@ -102,6 +105,54 @@ func TestPublicConfigErrors(t *testing.T) {
 			ces := configErrors(t, err)
 			if len(ces) < 1 || !strings.Contains(ces[0].Msg, tc.want) || ces[0].Line != tc.line {
 				t.Fatalf("got %v, want a first error at line %d containing %q", err, tc.line, tc.want)
+			}
+		})
+	}
+}
+
+// CheckConfig (deployer check) loads tls_cert and tls_key as a pair and
+// reports a bad one at tls_cert's line; LoadConfig (start, live reload)
+// only checks that they exist.
+func TestCheckConfigLoadsKeyPair(t *testing.T) {
+	ca := testcert.NewCA(t)
+	c1, k1 := ca.Leaf(t, 1)
+	_, k2 := ca.Leaf(t, 2)
+	for _, tc := range []struct {
+		name      string
+		cert, key []byte
+		want      []string // in the error; none: valid
+	}{
+		{"pair", c1, k1, nil},
+		{"key of another certificate", c1, k2, []string{"do not load as a key pair", "private key does not match public key", "cert.pem", "key.pem"}},
+		{"not PEM", []byte("x"), []byte("x"), []string{"do not load as a key pair", "certificate input"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+			writeFile(t, certFile, tc.cert)
+			writeFile(t, keyFile, tc.key)
+			path := writeConfig(t, fmt.Sprintf("[deployer]\ntls_listen = \"127.0.0.1:8443\"\ntls_cert = %q\ntls_key = %q\n\n[apps.web]\ncommand = [\"./web\"]\nversion = \"v1\"\n", certFile, keyFile))
+			if _, err := LoadConfig(path); err != nil {
+				t.Fatalf("LoadConfig: %v (it only checks that the files exist)", err)
+			}
+			cfg, err := CheckConfig(path)
+			if tc.want == nil {
+				if err != nil || cfg.Deployer.Public.TLSCert != certFile {
+					t.Fatalf("CheckConfig: %v, tls_cert %q", err, cfg.Deployer.Public.TLSCert)
+				}
+				return
+			}
+			ces := configErrors(t, err)
+			if len(ces) != 1 || ces[0].Line != 3 {
+				t.Fatalf("got %v, want one error at line 3 (tls_cert)", err)
+			}
+			for _, s := range tc.want {
+				if !strings.Contains(ces[0].Msg, s) {
+					t.Errorf("error %q does not say %q", ces[0].Msg, s)
+				}
+			}
+			if strings.Contains(ces[0].Msg, ErrTLSCert.Error()) {
+				t.Errorf("error %q repeats the package's sentinel text", ces[0].Msg)
 			}
 		})
 	}

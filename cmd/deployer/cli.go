@@ -161,7 +161,13 @@ func isBoolFlag(f *flag.Flag) bool {
 
 // loadConfig reads the deploy.toml this invocation names.
 func (inv *invocation) loadConfig() (*supervisor.Config, error) {
-	cfg, err := supervisor.LoadConfig(inv.configPath)
+	return inv.loadConfigBy(supervisor.LoadConfig)
+}
+
+// loadConfigBy reads deploy.toml with load (supervisor.LoadConfig or
+// CheckConfig) and turns its errors into the CLI's.
+func (inv *invocation) loadConfigBy(load func(string) (*supervisor.Config, error)) (*supervisor.Config, error) {
+	cfg, err := load(inv.configPath)
 	if err == nil {
 		return cfg, nil
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/deployer/deployer/supervisor"
 )
 
 func checkCommand() *command {
@@ -11,8 +13,10 @@ func checkCommand() *command {
 		name:    "check",
 		summary: "validate deploy.toml and exit",
 		about: `Validate deploy.toml: syntax, unknown keys, values, socket path lengths,
-host and path conflicts. Every problem found is printed on stderr with
-file:line where known. Nothing is started and no daemon is asked.`,
+host and path conflicts, and that tls_cert and tls_key load as a key pair
+(as the daemon does at start; its live reload only checks that they exist).
+Every problem found is printed on stderr with file:line where known.
+Nothing is started and no daemon is asked.`,
 		exits: `0  deploy.toml is valid
 2  it is not, or bad usage`,
 		example: "deployer -c /srv/web/deploy.toml check",
@@ -21,7 +25,7 @@ file:line where known. Nothing is started and no daemon is asked.`,
 }
 
 func runCheck(_ context.Context, inv *invocation) error {
-	cfg, err := inv.loadConfig()
+	cfg, err := inv.loadConfigBy(supervisor.CheckConfig)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/deployer/deployer/internal/testcert"
 )
 
 func TestCheck(t *testing.T) {
@@ -35,6 +37,39 @@ path = "/api"
 	if want := two + " OK: 2 apps (api, web), no built-in proxy\n"; got.stdout != want {
 		t.Errorf("stdout = %q, want %q", got.stdout, want)
 	}
+}
+
+// check loads the HTTPS key pair, as the daemon does when it starts: a key
+// that belongs to another certificate is reported at tls_cert's line.
+func TestCheckKeyPair(t *testing.T) {
+	dir := stateDir(t)
+	ca := testcert.NewCA(t)
+	cert, key := ca.Leaf(t, 1)
+	_, otherKey := ca.Leaf(t, 2)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeFile(t, certFile, string(cert))
+	path := filepath.Join(dir, "deploy.toml")
+	writeFile(t, path, fmt.Sprintf(`[deployer]
+state_dir = %q
+tls_listen = "127.0.0.1:8443"
+tls_cert = %q
+tls_key = %q
+[apps.web]
+command = ["true"]
+version = "v1"
+`, dir, certFile, keyFile))
+
+	writeFile(t, keyFile, string(otherKey))
+	got := run(t, "check", "-c", path)
+	wantCode(t, got, exitUsage)
+	if want := path + ":4: deployer.tls_cert and tls_key do not load as a key pair: "; !strings.Contains(got.stderr, want) ||
+		!strings.Contains(got.stderr, "private key does not match public key") {
+		t.Errorf("stderr = %q, want %q and the reason", got.stderr, want)
+	}
+
+	writeFile(t, keyFile, string(key))
+	got = run(t, "check", "-c", path)
+	wantCode(t, got, exitOK)
 }
 
 // TestInvalidConfig checks that every command reports an invalid or
