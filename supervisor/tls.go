@@ -1,9 +1,11 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -101,6 +103,10 @@ type certStore struct {
 	debounce, recheck time.Duration
 
 	cur atomic.Pointer[tls.Certificate]
+	// gen counts the certificates loaded: every session ticket carries the
+	// one it was issued under, and one from before the last reload is not
+	// resumed (see tlsConfig).
+	gen atomic.Uint64
 
 	// Used by the watching goroutine only, once started.
 	tried pairStamp // the files when last loaded or tried
@@ -127,14 +133,45 @@ func (s *certStore) current() *tls.Certificate { return s.cur.Load() }
 // tlsConfig is the listener's: TLS 1.2 and up, HTTP/2 offered first, and
 // the certificate read at each handshake, so a reload needs no new
 // listener and leaves established connections alone.
+//
+// A client that resumes a session skips the certificate: it keeps the
+// identity it verified when the session began. So that a rotation (a key
+// replaced because it leaked, a name added or dropped) reaches every new
+// connection, each session ticket records the certificate generation it
+// was issued under, and a ticket from before the last reload is declined:
+// that client makes a full handshake and gets the new certificate. Ticket
+// keys stay crypto/tls's own, rotated by it. (A handshake under way during
+// the reload itself may get its ticket tagged with the new generation
+// while it used the old certificate: a window of one handshake.)
 func (s *certStore) tlsConfig() *tls.Config {
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"h2", "http/1.1"},
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return s.cur.Load(), nil
 		},
 	}
+	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		ss.Extra = append(ss.Extra, certGenTag(s.gen.Load()))
+		return cfg.EncryptTicket(cs, ss)
+	}
+	cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := cfg.DecryptTicket(identity, cs)
+		if ss == nil || err != nil {
+			return ss, err // not ours, or too old for crypto/tls: a full handshake
+		}
+		if !slices.ContainsFunc(ss.Extra, func(e []byte) bool { return bytes.Equal(e, certGenTag(s.gen.Load())) }) {
+			return nil, nil // issued under an earlier certificate
+		}
+		return ss, nil
+	}
+	return cfg
+}
+
+// certGenTag is the entry a session ticket's Extra holds for certificate
+// generation gen.
+func certGenTag(gen uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte("deployer-cert-gen:"), gen)
 }
 
 // start watches the files until ctx ends. Without inotify (out of
@@ -234,6 +271,7 @@ func (s *certStore) check() bool {
 		return false
 	}
 	s.cur.Store(c)
+	s.gen.Add(1) // tickets issued from now on are resumed; older ones not
 	s.log.Info("TLS certificate reloaded", certAttrs(c)...)
 	s.warnValidity(c)
 	return true

@@ -531,3 +531,73 @@ version = "v1"
 		t.Error("startTLS opened its listener with a bad key pair")
 	}
 }
+
+// A client holding a session ticket resumes without seeing a certificate;
+// after a reload it must make a full handshake and see the new one, and
+// then resume again. Over TLS 1.3 and 1.2 (whose tickets come in the
+// handshake itself).
+func TestCertReloadEndsResumption(t *testing.T) {
+	for _, version := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		t.Run(tls.VersionName(version), func(t *testing.T) {
+			f := newCertFixture(t)
+			c, k := f.ca.Leaf(t, 1)
+			writeFile(t, f.certFile, c)
+			writeFile(t, f.keyFile, k)
+			s := f.open()
+
+			ln, err := tls.Listen("tcp", "127.0.0.1:0", s.tlsConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				for {
+					conn, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					conn.Write([]byte("x")) // the handshake, then a TLS 1.3 ticket with it
+					conn.Close()
+				}
+			}()
+
+			client := f.ca.ClientConfig()
+			client.ServerName = "localhost"
+			client.MaxVersion = version
+			client.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+			dial := func() (resumed bool, serial int64) {
+				t.Helper()
+				conn, err := tls.Dial("tcp", ln.Addr().String(), client)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				if _, err := io.ReadFull(conn, make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+				st := conn.ConnectionState()
+				if st.Version != version {
+					t.Fatalf("negotiated %s, want %s", tls.VersionName(st.Version), tls.VersionName(version))
+				}
+				return st.DidResume, st.PeerCertificates[0].SerialNumber.Int64()
+			}
+			want := func(what string, wantResumed bool, wantSerial int64) {
+				t.Helper()
+				if resumed, serial := dial(); resumed != wantResumed || serial != wantSerial {
+					t.Errorf("%s: resumed %v, certificate %d; want resumed %v, certificate %d", what, resumed, serial, wantResumed, wantSerial)
+				}
+			}
+
+			want("first connection", false, 1)
+			want("second connection", true, 1)
+			c2, k2 := f.ca.Leaf(t, 2)
+			replaceFile(t, f.certFile, c2)
+			replaceFile(t, f.keyFile, k2)
+			if !s.check() {
+				t.Fatal("the new pair was not loaded")
+			}
+			want("first connection after the reload", false, 2)
+			want("second connection after the reload", true, 2)
+		})
+	}
+}
