@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -168,6 +170,60 @@ type controlListener struct {
 	// error matching errPermissionDenied (controlAccess.check).
 	allow func(peerCred) error
 	log   *slog.Logger
+	// refusals bounds the WARN lines refused connections make.
+	refusals refusalLog
+}
+
+// Refused control connections are logged one by one up to
+// refusedLogBurst per refusedLogWindow; beyond that they are counted and
+// the count logged in one line when the window ends, so that a local
+// script retrying in a loop cannot flood the daemon's log.
+const (
+	refusedLogBurst  = 10
+	refusedLogWindow = time.Minute
+)
+
+// refusalLog is that bound; its zero value uses the constants above.
+type refusalLog struct {
+	burst  int           // 0: refusedLogBurst
+	window time.Duration // 0: refusedLogWindow
+
+	mu      sync.Mutex
+	start   time.Time // of the current window
+	logged  int       // lines logged in it
+	dropped int       // refusals not logged one by one, not yet reported
+}
+
+// warn logs one refusal with attrs, or counts it.
+func (r *refusalLog) warn(log *slog.Logger, attrs []any) {
+	burst, window := cmp.Or(r.burst, refusedLogBurst), cmp.Or(r.window, refusedLogWindow)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if now.Sub(r.start) >= window {
+		r.reportLocked(log, window) // a flush that has not run yet
+		r.start, r.logged = now, 0
+	}
+	if r.logged < burst {
+		r.logged++
+		log.Warn("control connection refused", attrs...)
+		return
+	}
+	if r.dropped == 0 {
+		time.AfterFunc(r.start.Add(window).Sub(now), func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.reportLocked(log, window)
+		})
+	}
+	r.dropped++
+}
+
+func (r *refusalLog) reportLocked(log *slog.Logger, window time.Duration) {
+	if r.dropped > 0 {
+		log.Warn("control connections refused, not logged one by one", "count", r.dropped, "within", window.String())
+		r.dropped = 0
+	}
 }
 
 // Accept returns the next admitted connection.
@@ -204,7 +260,7 @@ func (l *controlListener) refuse(c net.Conn, p peerCred, err error) {
 		attrs = append(attrs, "error", err)
 		err = fmt.Errorf("%w: the daemon could not tell who you are", errPermissionDenied)
 	}
-	l.log.Warn("control connection refused", attrs...)
+	l.refusals.warn(l.log, attrs)
 
 	status, code := apiStatus(err)
 	body, _ := json.Marshal(APIError{Error: err.Error(), Code: code})

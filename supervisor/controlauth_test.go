@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/deployer/deployer/internal/testlog"
 )
@@ -112,6 +113,13 @@ type fakeConn struct{ net.Conn }
 // allow admits, and returns an HTTP client for it and the log.
 func serveControl(t *testing.T, allow func(peerCred) error) (*http.Client, *testlog.Buffer) {
 	t.Helper()
+	return serveControlLogging(t, allow, 0, 0)
+}
+
+// serveControlLogging is serveControl with the refusal log's burst and
+// window set (0: the defaults).
+func serveControlLogging(t *testing.T, allow func(peerCred) error, burst int, window time.Duration) (*http.Client, *testlog.Buffer) {
+	t.Helper()
 	path := filepath.Join(socketDir(t), "deployer.sock")
 	inner, err := net.Listen("unix", path)
 	if err != nil {
@@ -119,6 +127,7 @@ func serveControl(t *testing.T, allow func(peerCred) error) (*http.Client, *test
 	}
 	logs := &testlog.Buffer{}
 	l := &controlListener{Listener: inner, allow: allow, log: slog.New(slog.NewTextHandler(logs, nil))}
+	l.refusals.burst, l.refusals.window = burst, window
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		writeJSON(w, http.StatusOK, struct{}{})
@@ -166,6 +175,49 @@ func TestControlListenerRefuses(t *testing.T) {
 	}
 	if n := strings.Count(line, "\n"); n != 1 {
 		t.Errorf("got %d log lines, want 1:\n%s", n, line)
+	}
+}
+
+// A loop of refused calls logs the first few one by one, then one line
+// with the count when the window ends, then one by one again.
+func TestControlListenerRefusalLogBounded(t *testing.T) {
+	refuse := func(p peerCred) error {
+		return controlAccess{self: p.UID + 1}.check(peerCred{UID: 4242, GID: 4343})
+	}
+	const window = time.Second
+	c, logs := serveControlLogging(t, refuse, 3, window)
+	call := func() {
+		t.Helper()
+		res, err := c.Get("http://deployer/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusForbidden {
+			t.Fatalf("status %d, want 403", res.StatusCode)
+		}
+	}
+	count := func(msg string) int { return strings.Count(logs.String(), `msg="`+msg+`"`) }
+	start := time.Now()
+	for range 12 {
+		call()
+	}
+	if time.Since(start) > window {
+		t.Skipf("12 refused calls took %s, longer than the %s window: too slow a machine to tell", time.Since(start), window)
+	}
+	// refuse logs before it answers, so the lines are there.
+	if got := count("control connection refused"); got != 3 {
+		t.Fatalf("%d lines one by one, want 3:\n%s", got, logs)
+	}
+	waitUntil(t, "the count to be logged", 5*time.Second, func() bool {
+		return count("control connections refused, not logged one by one") == 1
+	})
+	if !strings.Contains(logs.String(), "count=9 within=1s") {
+		t.Errorf("the count line does not say count=9 within=1s:\n%s", logs)
+	}
+	call()
+	if got := count("control connection refused"); got != 4 {
+		t.Errorf("after the window: %d lines one by one, want 4:\n%s", got, logs)
 	}
 }
 
