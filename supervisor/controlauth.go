@@ -172,7 +172,19 @@ type controlListener struct {
 	log   *slog.Logger
 	// refusals bounds the WARN lines refused connections make.
 	refusals refusalLog
+	// answering holds a token per refused connection being answered: at
+	// most maxAnswering at once (nil: maxRefusedAnswering).
+	answering    chan struct{}
+	maxAnswering int
 }
+
+// maxRefusedAnswering bounds the refused connections answered at once. Each
+// costs a goroutine and a read buffer for up to refusedTimeout; a caller
+// who may connect but not control (a 0666 socket) and opens connections in
+// a loop would otherwise make the daemon hold as many as it can open in
+// that time. Beyond the bound a refused connection is closed unanswered
+// (the client sees the connection end) and counted in the log.
+const maxRefusedAnswering = 64
 
 // Refused control connections are logged one by one up to
 // refusedLogBurst per refusedLogWindow; beyond that they are counted and
@@ -240,7 +252,19 @@ func (l *controlListener) Accept() (net.Conn, error) {
 		if err == nil {
 			return c, nil
 		}
-		go l.refuse(c, p, err)
+		if l.answering == nil {
+			l.answering = make(chan struct{}, cmp.Or(l.maxAnswering, maxRefusedAnswering))
+		}
+		select {
+		case l.answering <- struct{}{}:
+			go func() {
+				defer func() { <-l.answering }()
+				l.refuse(c, p, err)
+			}()
+		default:
+			c.Close()
+			l.refusals.warn(l.log, []any{"uid", p.UID, "gid", p.GID, "pid", p.PID, "answered", false})
+		}
 	}
 }
 

@@ -113,12 +113,13 @@ type fakeConn struct{ net.Conn }
 // allow admits, and returns an HTTP client for it and the log.
 func serveControl(t *testing.T, allow func(peerCred) error) (*http.Client, *testlog.Buffer) {
 	t.Helper()
-	return serveControlLogging(t, allow, 0, 0)
+	c, logs, _ := serveControlWith(t, allow, func(*controlListener) {})
+	return c, logs
 }
 
-// serveControlLogging is serveControl with the refusal log's burst and
-// window set (0: the defaults).
-func serveControlLogging(t *testing.T, allow func(peerCred) error, burst int, window time.Duration) (*http.Client, *testlog.Buffer) {
+// serveControlWith is serveControl with the listener set up by configure
+// before it serves; it also returns the socket's path.
+func serveControlWith(t *testing.T, allow func(peerCred) error, configure func(*controlListener)) (*http.Client, *testlog.Buffer, string) {
 	t.Helper()
 	path := filepath.Join(socketDir(t), "deployer.sock")
 	inner, err := net.Listen("unix", path)
@@ -127,7 +128,7 @@ func serveControlLogging(t *testing.T, allow func(peerCred) error, burst int, wi
 	}
 	logs := &testlog.Buffer{}
 	l := &controlListener{Listener: inner, allow: allow, log: slog.New(slog.NewTextHandler(logs, nil))}
-	l.refusals.burst, l.refusals.window = burst, window
+	configure(l)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		writeJSON(w, http.StatusOK, struct{}{})
@@ -139,7 +140,7 @@ func serveControlLogging(t *testing.T, allow func(peerCred) error, burst int, wi
 		return d.DialContext(ctx, "unix", path)
 	}}}
 	t.Cleanup(c.CloseIdleConnections)
-	return c, logs
+	return c, logs, path
 }
 
 func TestControlListenerRefuses(t *testing.T) {
@@ -185,7 +186,7 @@ func TestControlListenerRefusalLogBounded(t *testing.T) {
 		return controlAccess{self: p.UID + 1}.check(peerCred{UID: 4242, GID: 4343})
 	}
 	const window = time.Second
-	c, logs := serveControlLogging(t, refuse, 3, window)
+	c, logs, _ := serveControlWith(t, refuse, func(l *controlListener) { l.refusals.burst, l.refusals.window = 3, window })
 	call := func() {
 		t.Helper()
 		res, err := c.Get("http://deployer/v1/status")
@@ -219,6 +220,50 @@ func TestControlListenerRefusalLogBounded(t *testing.T) {
 	if got := count("control connection refused"); got != 4 {
 		t.Errorf("after the window: %d lines one by one, want 4:\n%s", got, logs)
 	}
+}
+
+// Refused connections are answered a bounded number at a time: with both
+// slots taken by callers who send nothing, the next is closed unanswered
+// and logged; once the slots are free, refusals are answered again.
+func TestControlListenerRefusalsBounded(t *testing.T) {
+	refuse := func(p peerCred) error {
+		return controlAccess{self: p.UID + 1}.check(peerCred{UID: 4242, GID: 4343})
+	}
+	c, logs, path := serveControlWith(t, refuse, func(l *controlListener) { l.maxAnswering = 2 })
+	var silent []net.Conn
+	for range 2 {
+		conn, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		silent = append(silent, conn)
+	}
+	// The listener accepts in order: once a third connection is closed,
+	// the two silent ones hold both slots.
+	third, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	third.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, err := third.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("third connection: read %d bytes, %v; want it closed unanswered (EOF)", n, err)
+	}
+	if !strings.Contains(logs.String(), "answered=false") {
+		t.Errorf("the unanswered refusal was not logged:\n%s", logs)
+	}
+	for _, conn := range silent {
+		conn.Close()
+	}
+	waitUntil(t, "a refused call answered 403 again", 5*time.Second, func() bool {
+		res, err := c.Get("http://deployer/v1/status")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusForbidden
+	})
 }
 
 func TestControlListenerAdmits(t *testing.T) {
