@@ -172,8 +172,9 @@ type controlListener struct {
 	log   *slog.Logger
 	// refusals bounds the WARN lines refused connections make.
 	refusals refusalLog
-	// answering holds a token per refused connection being answered: at
-	// most maxAnswering at once (nil: maxRefusedAnswering).
+	// answering holds a token per refused connection being answered;
+	// Accept (one goroutine: the server's accept loop) makes it at the
+	// first refusal with maxAnswering slots (0: maxRefusedAnswering).
 	answering    chan struct{}
 	maxAnswering int
 }
