@@ -594,9 +594,9 @@ func joinf(xs []float64, format string) string {
 
 // control says how nginx-b, a second nginx identical to the first (-control),
 // fared against it by the same two comparisons as the first two targets:
-// whatever separates the two is the machine, so a difference of that size
-// between deployer and nginx in the same run says nothing about either.
-// Empty when the run had no nginx-b.
+// whatever separates the two is chance, so one run's difference of that
+// size between deployer and nginx says little by itself (the same
+// direction run after run does). Empty when the run had no nginx-b.
 func (r *result) control() string {
 	q, ok := r.Ratios["nginx-b"]
 	if !ok || len(q.NginxRounds) == 0 {
@@ -612,7 +612,7 @@ func (r *result) control() string {
 		both = "would have met the requests/s one, not the p99 one"
 	}
 	return fmt.Sprintf("\ncontrol: nginx-b, the same nginx again, against nginx: %.3f × requests/s (rounds %s), p99 %+.2f ms (rounds %s);\n"+
-		"         held to the first two targets it %s. A difference this size is the machine's, not a proxy's.",
+		"         held to the first two targets it %s. Two copies of one program landed this far apart by chance.",
 		q.Nginx, joinf(q.NginxRounds, "%.2f"), q.P99VsNginxMs, joinf(q.P99Rounds, "%+.2f"), both)
 }
 
