@@ -263,8 +263,9 @@ func (l *controlListener) Accept() (net.Conn, error) {
 				l.refuse(c, p, err)
 			}()
 		default:
-			c.Close()
+			// Logged before the close, as refuse logs before it answers.
 			l.refusals.warn(l.log, []any{"uid", p.UID, "gid", p.GID, "pid", p.PID, "answered", false})
+			c.Close()
 		}
 	}
 }
