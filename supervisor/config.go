@@ -313,24 +313,24 @@ func PeekConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	var raw struct {
-		Deployer struct {
-			StateDir *string `toml:"state_dir"`
-		} `toml:"deployer"`
-		Apps map[string]toml.Primitive `toml:"apps"`
-	}
-	if _, err := toml.DecodeFile(abs, &raw); err != nil {
+	// A generic tree, read by exact key as LoadConfig reads keys: a struct
+	// would take "State_dir" for state_dir too, and either of the two when
+	// both are there.
+	var tree map[string]any
+	if _, err := toml.DecodeFile(abs, &tree); err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrConfig, err)
 	}
 	cfg := &Config{Path: abs, Dir: filepath.Dir(abs), Apps: make(map[string]*AppConfig)}
 	cfg.Deployer.StateDir = DefaultStateDir
-	if s := raw.Deployer.StateDir; s != nil && *s != "" {
-		cfg.Deployer.StateDir = *s
+	deployer, _ := tree["deployer"].(map[string]any)
+	if s, _ := deployer["state_dir"].(string); s != "" {
+		cfg.Deployer.StateDir = s
 	}
 	if !filepath.IsAbs(cfg.Deployer.StateDir) {
 		cfg.Deployer.StateDir = filepath.Join(cfg.Dir, cfg.Deployer.StateDir)
 	}
-	for name := range raw.Apps {
+	apps, _ := tree["apps"].(map[string]any)
+	for name := range apps {
 		cfg.Apps[name] = &AppConfig{Name: name}
 	}
 	return cfg, nil

@@ -176,6 +176,9 @@ type loader struct {
 	// loadPair: parse tls_cert and tls_key as a key pair too (CheckConfig),
 	// not only check that they exist.
 	loadPair bool
+	// caseTwin: a table holds a known key and the same key spelled with
+	// other case ("listen" and "Listen"); checkKeys reports the second.
+	caseTwin bool
 }
 
 // addf records a problem at the line of key (none when key is nil or its
@@ -249,6 +252,14 @@ func parseConfig(name, abs string, src []byte, loadPair bool) (*Config, error) {
 		}
 	}
 
+	if l.caseTwin {
+		// toml fills a field from a key that matches it but for case when
+		// none matches exactly, and from whichever of the two its map
+		// iteration meets last when both are there: the field may hold the
+		// misspelled key's value. The values are checked once it is gone.
+		return nil, l.err()
+	}
+
 	dir := filepath.Dir(abs)
 	cfg := &Config{Path: abs, Dir: dir, Apps: make(map[string]*AppConfig)}
 	cfg.Deployer = l.deployer(raw.Deployer, dir)
@@ -275,6 +286,9 @@ func (l *loader) checkKeys(tree map[string]any) []toml.Key {
 		if !known {
 			if s := caseVariant(key[len(key)-1], siblings); s != "" {
 				l.addf(key, "unknown key %q: did you mean %q? Keys are case-sensitive", key.String(), s)
+				if _, both := lookup(tree, append(slices.Clone(key[:len(key)-1]), s)); both {
+					l.caseTwin = true
+				}
 			} else {
 				l.addf(key, "unknown key %q", key.String())
 			}

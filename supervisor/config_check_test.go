@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"maps"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -39,6 +40,11 @@ func TestLoadConfigErrors(t *testing.T) {
 		}},
 		{"case mismatch beside the right key", app + "VERSION = \"v2\"\n", []problem{
 			{5, `unknown key "apps.web.VERSION": did you mean "version"?`},
+		}},
+		{"case twin with other values", "[deployer]\nlisten = \"91B\"\nListen = \"0\"\n" + app, []problem{
+			// The one problem, not one about listen's value, which toml
+			// may have taken from either key.
+			{3, `unknown key "deployer.Listen": did you mean "listen"?`},
 		}},
 		{"case mismatch table", "[Deployer]\nlisten = \"\"\n" + app, []problem{
 			{1, `unknown key "Deployer": did you mean "deployer"?`},
@@ -237,5 +243,25 @@ func TestSchemaMatchesRaw(t *testing.T) {
 		if !slices.Equal(tags, keys) {
 			t.Errorf("%s: got fields %q, want the schema's %q", typ, tags, keys)
 		}
+	}
+}
+
+// PeekConfig reads keys as LoadConfig does, by exact spelling: beside a
+// misspelled twin, state_dir is the one used, every time.
+func TestPeekConfigExactKeys(t *testing.T) {
+	path := writeConfig(t, "[deployer]\nState_dir = \"/tmp/other\"\nstate_dir = \"/tmp/right\"\n[apps.web]\ncommand = [\"w\"]\n[apps.api]\nVersion = 1\n")
+	for range 20 {
+		cfg, err := PeekConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Deployer.StateDir != "/tmp/right" || !slices.Equal(cfg.AppNames(), []string{"api", "web"}) {
+			t.Fatalf("state dir %q, apps %v; want /tmp/right and [api web]", cfg.Deployer.StateDir, cfg.AppNames())
+		}
+	}
+	only := writeConfig(t, "[deployer]\nState_dir = \"/tmp/other\"\n[apps.web]\n")
+	want := filepath.Join(filepath.Dir(only), DefaultStateDir)
+	if cfg, err := PeekConfig(only); err != nil || cfg.Deployer.StateDir != want {
+		t.Fatalf("a misspelled state_dir alone: %v, state dir %q, want the default %q", err, cfg.Deployer.StateDir, want)
 	}
 }
