@@ -443,63 +443,47 @@ func run(ctx context.Context, o options) (*result, error) {
 		}
 		targets = append(targets, target{"deployer@before", addr, bd.proc.pid()})
 	}
-	if o.control && skip["nginx"] {
+	var others []string
+	if !skip["nginx"] {
+		others = append(others, "nginx")
+		if o.control {
+			others = append(others, "nginx-b")
+		}
+	} else if o.control {
 		res.Skipped = append(res.Skipped, "nginx-b (-control compares a second nginx with the first; there is no nginx)")
 	}
-	if !skip["nginx"] {
-		addr, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		ng, err := startNginx(ctx, cs, filepath.Join(dir, "nginx"), stable, addr)
-		if err != nil {
-			return nil, err
-		}
-		targets = append(targets, target{"nginx", addr, ng.pid()})
-		stopAfter = append(stopAfter, ng)
-		if o.control {
-			addr, err := freePort()
-			if err != nil {
-				return nil, err
-			}
-			nb, err := startNginx(ctx, cs, filepath.Join(dir, "nginx-b"), stable, addr)
-			if err != nil {
-				return nil, err
-			}
-			targets = append(targets, target{"nginx-b", addr, nb.pid()})
-			stopAfter = append(stopAfter, nb)
-		}
-	}
 	if !skip["haproxy"] {
-		addr, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		ha, err := startHAProxy(ctx, cs, filepath.Join(dir, "haproxy"), stable, addr)
-		if err != nil {
-			return nil, err
-		}
-		targets = append(targets, target{"haproxy", addr, ha.pid()})
-		stopAfter = append(stopAfter, ha)
+		others = append(others, "haproxy")
 	}
 	for _, name := range sticks {
-		if skip[name] {
-			continue
+		if !skip[name] {
+			others = append(others, name)
 		}
+	}
+	// Each on a free port, in front of the same app; they leave before the
+	// swap run.
+	for _, name := range others {
 		addr, err := freePort()
 		if err != nil {
 			return nil, err
 		}
-		rr, err := startChild(name, filepath.Join(dir, name+".log"), filepath.Join(dir, name), "-socket", stable, "-addr", addr)
+		var c *child
+		switch name {
+		case "nginx", "nginx-b":
+			c, err = startNginx(ctx, cs, filepath.Join(dir, name), stable, addr)
+		case "haproxy":
+			c, err = startHAProxy(ctx, cs, filepath.Join(dir, name), stable, addr)
+		default: // a measuring stick, built into dir under its name
+			if c, err = startChild(name, filepath.Join(dir, name+".log"), filepath.Join(dir, name), "-socket", stable, "-addr", addr); err == nil {
+				cs.add(c)
+				err = waitHTTP(ctx, addr, "bench.local", 10*time.Second)
+			}
+		}
 		if err != nil {
 			return nil, err
 		}
-		cs.add(rr)
-		if err := waitHTTP(ctx, addr, "bench.local", 10*time.Second); err != nil {
-			return nil, err
-		}
-		targets = append(targets, target{name, addr, rr.pid()})
-		stopAfter = append(stopAfter, rr)
+		targets = append(targets, target{name, addr, c.pid()})
+		stopAfter = append(stopAfter, c)
 	}
 
 	// Read after the other daemons started, when "auto" is steady again
