@@ -143,11 +143,14 @@ func serveControlWith(t *testing.T, allow func(peerCred) error, configure func(*
 	return c, logs, path
 }
 
+// refuseAll refuses every caller as it would uid 4242 of a daemon run by
+// someone else.
+func refuseAll(p peerCred) error {
+	return controlAccess{self: p.UID + 1}.check(peerCred{UID: 4242, GID: 4343})
+}
+
 func TestControlListenerRefuses(t *testing.T) {
-	refuse := func(p peerCred) error {
-		return controlAccess{self: p.UID + 1}.check(peerCred{UID: 4242, GID: 4343})
-	}
-	c, logs := serveControl(t, refuse)
+	c, logs := serveControl(t, refuseAll)
 	// A swap with a body bigger than a socket buffer: the answer must
 	// still arrive whole, not as a reset.
 	body := `{"version":"v2","pad":"` + strings.Repeat("x", 300<<10) + `"}`
@@ -182,11 +185,8 @@ func TestControlListenerRefuses(t *testing.T) {
 // A loop of refused calls logs the first few one by one, then one line
 // with the count when the window ends, then one by one again.
 func TestControlListenerRefusalLogBounded(t *testing.T) {
-	refuse := func(p peerCred) error {
-		return controlAccess{self: p.UID + 1}.check(peerCred{UID: 4242, GID: 4343})
-	}
 	const window = time.Second
-	c, logs, _ := serveControlWith(t, refuse, func(l *controlListener) { l.refusals.burst, l.refusals.window = 3, window })
+	c, logs, _ := serveControlWith(t, refuseAll, func(l *controlListener) { l.refusals.burst, l.refusals.window = 3, window })
 	call := func() {
 		t.Helper()
 		res, err := c.Get("http://deployer/v1/status")
@@ -226,10 +226,7 @@ func TestControlListenerRefusalLogBounded(t *testing.T) {
 // slots taken by callers who send nothing, the next is closed unanswered
 // and logged; once the slots are free, refusals are answered again.
 func TestControlListenerRefusalsBounded(t *testing.T) {
-	refuse := func(p peerCred) error {
-		return controlAccess{self: p.UID + 1}.check(peerCred{UID: 4242, GID: 4343})
-	}
-	c, logs, path := serveControlWith(t, refuse, func(l *controlListener) { l.maxAnswering = 2 })
+	c, logs, path := serveControlWith(t, refuseAll, func(l *controlListener) { l.maxAnswering = 2 })
 	var silent []net.Conn
 	for range 2 {
 		conn, err := net.Dial("unix", path)
