@@ -61,6 +61,9 @@ type peerCred struct {
 	Groups []uint32 // supplementary groups
 }
 
+// attrs are p's log attributes.
+func (p peerCred) attrs() []any { return []any{"uid", p.UID, "gid", p.GID, "pid", p.PID} }
+
 // readPeerCred returns the credentials of c's peer. c must be a unix socket
 // connection (any net.Conn with a SyscallConn).
 func readPeerCred(c net.Conn) (peerCred, error) {
@@ -264,7 +267,7 @@ func (l *controlListener) Accept() (net.Conn, error) {
 			}()
 		default:
 			// Logged before the close, as refuse logs before it answers.
-			l.refusals.warn(l.log, []any{"uid", p.UID, "gid", p.GID, "pid", p.PID, "answered", false})
+			l.refusals.warn(l.log, append(p.attrs(), "answered", false))
 			c.Close()
 		}
 	}
@@ -275,7 +278,7 @@ func (l *controlListener) Accept() (net.Conn, error) {
 func (l *controlListener) refuse(c net.Conn, p peerCred, err error) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(refusedTimeout))
-	attrs := []any{"uid", p.UID, "gid", p.GID, "pid", p.PID}
+	attrs := p.attrs()
 	rd := bufio.NewReader(io.LimitReader(c, refusedReadLimit))
 	if req, rerr := http.ReadRequest(rd); rerr == nil {
 		attrs = append(attrs, "method", req.Method, "path", req.URL.Path)

@@ -160,7 +160,8 @@ func (s *certStore) tlsConfig() *tls.Config {
 		if ss == nil || err != nil {
 			return ss, err // not ours, or too old for crypto/tls: a full handshake
 		}
-		if !slices.ContainsFunc(ss.Extra, func(e []byte) bool { return bytes.Equal(e, certGenTag(s.gen.Load())) }) {
+		tag := certGenTag(s.gen.Load())
+		if !slices.ContainsFunc(ss.Extra, func(e []byte) bool { return bytes.Equal(e, tag) }) {
 			return nil, nil // issued under an earlier certificate
 		}
 		return ss, nil
