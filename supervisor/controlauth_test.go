@@ -143,6 +143,17 @@ func serveControlWith(t *testing.T, allow func(peerCred) error, configure func(*
 	return c, logs, path
 }
 
+// getStatus calls GET /v1/status through c and returns the status code.
+func getStatus(t *testing.T, c *http.Client) int {
+	t.Helper()
+	res, err := c.Get("http://deployer/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
 // refuseAll refuses every caller as it would uid 4242 of a daemon run by
 // someone else.
 func refuseAll(p peerCred) error {
@@ -189,13 +200,8 @@ func TestControlListenerRefusalLogBounded(t *testing.T) {
 	c, logs, _ := serveControlWith(t, refuseAll, func(l *controlListener) { l.refusals.burst, l.refusals.window = 3, window })
 	call := func() {
 		t.Helper()
-		res, err := c.Get("http://deployer/v1/status")
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusForbidden {
-			t.Fatalf("status %d, want 403", res.StatusCode)
+		if code := getStatus(t, c); code != http.StatusForbidden {
+			t.Fatalf("status %d, want 403", code)
 		}
 	}
 	count := func(msg string) int { return strings.Count(logs.String(), `msg="`+msg+`"`) }
@@ -266,13 +272,8 @@ func TestControlListenerRefusalsBounded(t *testing.T) {
 func TestControlListenerAdmits(t *testing.T) {
 	c, logs := serveControl(t, func(p peerCred) error { return accessOf(&Config{}).check(p) })
 	for range 2 {
-		res, err := c.Get("http://deployer/v1/status")
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			t.Fatalf("status: got %d, want 200 (the daemon's own user)", res.StatusCode)
+		if code := getStatus(t, c); code != http.StatusOK {
+			t.Fatalf("status: got %d, want 200 (the daemon's own user)", code)
 		}
 	}
 	if logs.String() != "" {
