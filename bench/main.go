@@ -57,7 +57,19 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs)")
 	flag.BoolVar(&o.verbose, "v", true, "report progress on stderr")
 	report := flag.String("report", "", "print the table of a result saved with -json, and exit")
+	pool := flag.Bool("pool", false, "print one report of the results saved with -json named as arguments, their rounds pooled, with confidence intervals; and exit")
 	flag.Parse()
+	if *pool {
+		if err := poolFiles(os.Stdout, flag.Args()); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q (files are read with -pool)\n", flag.Args())
+		os.Exit(2)
+	}
 	if *report != "" {
 		var res result
 		b, err := os.ReadFile(*report)
@@ -120,6 +132,9 @@ type machine struct {
 	Nginx   string `json:"nginx,omitempty"`
 	HAProxy string `json:"haproxy,omitempty"`
 	NoFile  uint64 `json:"nofile_limit"`
+	// DeployerBuild is what `deployer version` says of the binary measured
+	// as deployer (empty: not recorded, a bench or a binary before it).
+	DeployerBuild string `json:"deployer_build,omitempty"`
 	// DeployerProcs is the daemon's GOMAXPROCS under its default procs
 	// (the row deployer) when the table starts, and DeployerProcsSource,
 	// Min and Max what status says of it (procs = "auto": Min steady, Max
