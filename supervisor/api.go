@@ -122,6 +122,11 @@ type DaemonStatus struct {
 	PID     int       `json:"pid"`
 	Started time.Time `json:"started"`
 	Binary  string    `json:"binary"`
+	// Build is the running daemon's; BinaryBuild that of the binary now at
+	// Binary, when it is provably another build (what `deployer upgrade`
+	// would switch to), else nil.
+	Build       Build  `json:"build,omitzero"`
+	BinaryBuild *Build `json:"binary_build,omitempty"`
 	// Goroutines and OpenFDs are the daemon's own counts when it answered:
 	// a number that keeps growing while the load does not is a leak.
 	Goroutines int `json:"goroutines"`

@@ -253,7 +253,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fmt.Errorf("supervisor: ready: %w", err)
 		}
 	}
-	d.log.Info("deployer started", "config", cfg.Path, "control", d.layout.ControlSocket(), "pid", os.Getpid())
+	d.log.Info("deployer started", "config", cfg.Path, "control", d.layout.ControlSocket(), "pid", os.Getpid(), "build", CurrentBuild().String())
 	for _, a := range boot {
 		if d.opts.OnlyApp == "" || d.opts.OnlyApp == a.name {
 			go d.boot(a)

@@ -15,7 +15,8 @@ import (
 // upgrade, or a crash of the last one) adopts the processes it lists.
 type stateFile struct {
 	Written time.Time           `json:"written"`
-	PID     int                 `json:"pid"` // the daemon that wrote it
+	PID     int                 `json:"pid"`             // the daemon that wrote it
+	Build   *Build              `json:"build,omitempty"` // its build (nil: written before builds were recorded)
 	Apps    map[string]stateApp `json:"apps"`
 }
 
@@ -57,7 +58,8 @@ func (d *Daemon) saveState() {
 	}
 	d.stateMu.Lock()
 	defer d.stateMu.Unlock()
-	sf := stateFile{Written: time.Now().UTC(), PID: os.Getpid(), Apps: make(map[string]stateApp)}
+	build := CurrentBuild()
+	sf := stateFile{Written: time.Now().UTC(), PID: os.Getpid(), Build: &build, Apps: make(map[string]stateApp)}
 	for _, a := range d.appList() {
 		sf.Apps[a.name] = a.persisted()
 	}

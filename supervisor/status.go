@@ -61,10 +61,17 @@ func (a *App) Status() AppStatus {
 // daemonStatus describes the daemon process answering.
 func (d *Daemon) daemonStatus() DaemonStatus {
 	plan := d.threads.status()
+	bin := executable()
+	var disk *Build
+	if b, err := fileBuild(bin); err == nil && b.Differs(CurrentBuild()) {
+		disk = &b
+	}
 	return DaemonStatus{
 		PID:         os.Getpid(),
 		Started:     d.started.UTC(),
-		Binary:      executable(),
+		Binary:      bin,
+		Build:       CurrentBuild(),
+		BinaryBuild: disk,
 		Goroutines:  runtime.NumGoroutine(),
 		OpenFDs:     openFDs(),
 		Procs:       runtime.GOMAXPROCS(0),

@@ -22,6 +22,11 @@ type UpgradeResult struct {
 	OldPID int    `json:"old_pid"`
 	NewPID int    `json:"new_pid,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// OldBuild is the answering daemon's build; NewBuild the new daemon's,
+	// as it wrote it in the state file (nil: unknown, a daemon from before
+	// builds were recorded).
+	OldBuild Build  `json:"old_build,omitzero"`
+	NewBuild *Build `json:"new_build,omitempty"`
 }
 
 // Upgrade replaces this daemon with the deployer binary now on disk: the new
@@ -67,7 +72,7 @@ func (d *Daemon) Upgrade() (*UpgradeResult, error) {
 	d.saveState()
 	// From here the state file is the new daemon's to write, unless it fails.
 	d.upgrading.Store(true)
-	res := &UpgradeResult{OldPID: os.Getpid()}
+	res := &UpgradeResult{OldPID: os.Getpid(), OldBuild: CurrentBuild()}
 	d.log.Info("upgrading: starting the new daemon")
 	if err := d.opts.Upgrade(); err != nil {
 		d.upgrading.Store(false)
@@ -88,10 +93,14 @@ func (d *Daemon) Upgrade() (*UpgradeResult, error) {
 	d.handedOver.Store(true)
 	d.bg.Unlock()
 	if st, err := readState(d.layout.StateFile()); err == nil && st.PID != res.OldPID {
-		res.NewPID = st.PID
+		res.NewPID, res.NewBuild = st.PID, st.Build
 	}
 	res.OK = true
-	d.log.Info("upgraded: the new daemon serves; finishing in-flight requests", "new_pid", res.NewPID)
+	attrs := []any{"new_pid", res.NewPID}
+	if res.NewBuild != nil {
+		attrs = append(attrs, "new_build", res.NewBuild.String())
+	}
+	d.log.Info("upgraded: the new daemon serves; finishing in-flight requests", attrs...)
 	d.handoverOne.Do(func() { close(d.handoverC) })
 	return res, nil
 }

@@ -123,6 +123,12 @@ func writeStatus(w io.Writer, st *supervisor.Status) error {
 			}
 		}
 		fmt.Fprintln(tw)
+		if st.Daemon.Build.Version != "" {
+			fmt.Fprintf(tw, "daemon build: deployer %s\n", st.Daemon.Build)
+		}
+		if b := st.Daemon.BinaryBuild; b != nil {
+			fmt.Fprintf(tw, "%s is now another build: deployer %s; 'deployer upgrade' switches to it\n", st.Daemon.Binary, b)
+		}
 	}
 	return tw.Flush()
 }

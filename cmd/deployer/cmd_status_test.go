@@ -70,3 +70,27 @@ func TestStatusJSON(t *testing.T) {
 		t.Errorf("stdout is not indented:\n%s", got.stdout)
 	}
 }
+
+// The daemon's build is shown, and the binary on disk when it is another
+// build: an upgrade not yet run.
+func TestStatusDaemonBuild(t *testing.T) {
+	dir, cfg := writeConfig(t, "web")
+	d := newFakeDaemon(t, dir)
+	d.handle("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"apps":[],"load":{"load1":0,"load5":0,"load15":0},
+ "daemon":{"pid":77,"started":"2026-11-22T04:00:00Z","binary":"/usr/local/bin/deployer",
+  "build":{"version":"v1.3.0","commit":"aaaaaaaaaaaaaaaaaaaa","go":"go1.26.8"},
+  "binary_build":{"version":"v1.4.0","commit":"bbbbbbbbbbbbbbbbbbbb","go":"go1.26.8"}}}`))
+	})
+	got := run(t, "status", "-c", cfg)
+	wantCode(t, got, exitOK)
+	for _, want := range []string{
+		"\ndaemon: pid 77, up since ",
+		"\ndaemon build: deployer v1.3.0 (commit aaaaaaaaaaaa; go1.26.8)\n",
+		"\n/usr/local/bin/deployer is now another build: deployer v1.4.0 (commit bbbbbbbbbbbb; go1.26.8); 'deployer upgrade' switches to it\n",
+	} {
+		if !strings.Contains(got.stdout, want) {
+			t.Errorf("status lacks %q:\n%s", want, got.stdout)
+		}
+	}
+}

@@ -113,6 +113,17 @@ func (c *client) upgrade(ctx context.Context) (*supervisor.UpgradeResult, []byte
 func writeUpgradeResult(w io.Writer, r *supervisor.UpgradeResult) {
 	if r.OK {
 		fmt.Fprintf(w, "upgraded: daemon pid %d → %d\n", r.OldPID, r.NewPID)
+		switch nb := r.NewBuild; {
+		case nb == nil:
+		case nb.Differs(r.OldBuild):
+			fmt.Fprintf(w, "build: deployer %s → %s\n", r.OldBuild, nb)
+		case nb.Identified():
+			fmt.Fprintf(w, "build unchanged: deployer %s\n", nb)
+		default:
+			// Two builds without a commit, or with uncommitted changes,
+			// can differ in code though they record the same.
+			fmt.Fprintf(w, "build: deployer %s, recorded the same as before\n", nb)
+		}
 		return
 	}
 	daemon := "the running daemon"

@@ -23,6 +23,28 @@ func TestUpgrade(t *testing.T) {
 		wantCode:   exitOK,
 		wantStdout: "upgraded: daemon pid 123 → 456\n",
 	}, {
+		name: "upgraded to another build",
+		handler: answer(http.StatusOK, supervisor.UpgradeResult{OK: true, OldPID: 123, NewPID: 456,
+			OldBuild: supervisor.Build{Version: "v1.3.0", Commit: "aaaaaaaaaaaaaaaa", Go: "go1.26.8"},
+			NewBuild: &supervisor.Build{Version: "v1.4.0", Commit: "bbbbbbbbbbbbbbbb", Go: "go1.26.8"}}),
+		wantCode:   exitOK,
+		wantStdout: "upgraded: daemon pid 123 → 456\nbuild: deployer v1.3.0 (commit aaaaaaaaaaaa; go1.26.8) → v1.4.0 (commit bbbbbbbbbbbb; go1.26.8)\n",
+	}, {
+		// The binary on disk was never replaced: worth knowing.
+		name: "upgraded to the same build",
+		handler: answer(http.StatusOK, supervisor.UpgradeResult{OK: true, OldPID: 123, NewPID: 456,
+			OldBuild: supervisor.Build{Version: "v1.3.0", Commit: "aaaa", Go: "go1.26.8"},
+			NewBuild: &supervisor.Build{Version: "v1.3.0", Commit: "aaaa", Go: "go1.26.8"}}),
+		wantCode:   exitOK,
+		wantStdout: "upgraded: daemon pid 123 → 456\nbuild unchanged: deployer v1.3.0 (commit aaaa; go1.26.8)\n",
+	}, {
+		name: "upgraded, builds that record nothing apart",
+		handler: answer(http.StatusOK, supervisor.UpgradeResult{OK: true, OldPID: 123, NewPID: 456,
+			OldBuild: supervisor.Build{Version: "(devel)", Go: "go1.26.8"},
+			NewBuild: &supervisor.Build{Version: "(devel)", Go: "go1.26.8"}}),
+		wantCode:   exitOK,
+		wantStdout: "upgraded: daemon pid 123 → 456\nbuild: deployer (devel) (no commit recorded; go1.26.8), recorded the same as before\n",
+	}, {
 		name:       "new binary failed",
 		handler:    answer(http.StatusOK, supervisor.UpgradeResult{OldPID: 123, Error: "can't start child: exec format error"}),
 		wantCode:   exitFailed,

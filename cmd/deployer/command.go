@@ -52,6 +52,7 @@ func commands() []*command {
 		shutdownCommand(),
 		checkCommand(),
 		routeCommand(),
+		versionCommand(),
 		helpCommand(),
 	}
 }

@@ -39,6 +39,8 @@ type upgradeEnv struct {
 	*env
 	bin     string // the daemon's binary: replaced by rename, never written into
 	logPath string // every daemon's stdout and stderr, appended
+	// lastUpgrade is what the last u.upgrade's `deployer upgrade` printed.
+	lastUpgrade string
 
 	mu      sync.Mutex
 	pids    map[int]bool // every daemon and app process seen, for the cleanup
@@ -287,7 +289,7 @@ func (u *upgradeEnv) pidFile() int {
 	return pid
 }
 
-var upgradedRE = regexp.MustCompile(`^upgraded: daemon pid (\d+) → (\d+)\n$`)
+var upgradedRE = regexp.MustCompile(`^upgraded: daemon pid (\d+) → (\d+)\n(build[^\n]*\n)?$`)
 
 // upgrade runs `deployer upgrade`, checks what it printed against status and
 // returns the old and the new daemon's pids. It does not wait for the old
@@ -303,6 +305,7 @@ func (u *upgradeEnv) upgrade() (oldPID, newPID int) {
 	oldPID, _ = strconv.Atoi(m[1])
 	newPID, _ = strconv.Atoi(m[2])
 	u.track(newPID)
+	u.lastUpgrade = out
 	if oldPID != before || newPID == oldPID {
 		u.t.Fatalf("deployer upgrade printed %q; the daemon's pid was %d", out, before)
 	}
@@ -972,4 +975,57 @@ func firstN(ns []int, n int) []int {
 		return ns[:n]
 	}
 	return ns
+}
+
+// The daemon reports its build, status says when the binary on disk is
+// another build (an upgrade not yet run), and upgrade says which build
+// replaced which: here a second build of deployer with a release version
+// set at link time, as a release build would be.
+func TestDaemonUpgradeReportsBuilds(t *testing.T) {
+	next := filepath.Join(t.TempDir(), "deployer")
+	build := exec.Command("go", "build", "-ldflags", "-X github.com/deployer/deployer/supervisor.releaseVersion=v0.0.0-e2e-next", "-o", next, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the next deployer: %v\n%s", err, out)
+	}
+	u := newUpgradeEnv(t)
+	u.configure("5s", "")
+	u.startDaemon()
+
+	var first supervisor.Build
+	if err := json.Unmarshal([]byte(u.mustCLI("version", "--json")), &first); err != nil {
+		t.Fatal(err)
+	}
+	d := u.daemon()
+	if d.Build != first || d.BinaryBuild != nil {
+		t.Fatalf("status: daemon build %+v, binary on disk %+v; want %+v, nil (the same file)", d.Build, d.BinaryBuild, first)
+	}
+	if out := u.mustCLI("status"); !strings.Contains(out, "\ndaemon build: deployer "+first.String()+"\n") || strings.Contains(out, "another build") {
+		t.Fatalf("status before the new binary:\n%s", out)
+	}
+
+	b, err := os.ReadFile(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.install(b)
+	d = u.daemon()
+	if d.Build != first || d.BinaryBuild == nil || d.BinaryBuild.Version != "v0.0.0-e2e-next" {
+		t.Fatalf("status after the new binary was installed: daemon build %+v, binary on disk %+v", d.Build, d.BinaryBuild)
+	}
+	if out := u.mustCLI("status"); !strings.Contains(out, u.bin+" is now another build: deployer v0.0.0-e2e-next") {
+		t.Fatalf("status does not say the binary on disk is another build:\n%s", out)
+	}
+
+	u.upgrade()
+	want := "build: deployer " + first.String() + " → v0.0.0-e2e-next"
+	if !strings.Contains(u.lastUpgrade, want) {
+		t.Fatalf("deployer upgrade printed:\n%s\nwant a line %q", u.lastUpgrade, want)
+	}
+	d = u.daemon()
+	if d.Build.Version != "v0.0.0-e2e-next" || d.BinaryBuild != nil {
+		t.Fatalf("status after the upgrade: daemon build %+v, binary on disk %+v; want the new build, nil", d.Build, d.BinaryBuild)
+	}
+	if log := u.daemonLog(); !strings.Contains(log, "v0.0.0-e2e-next") {
+		t.Errorf("the new daemon's start line does not name its build:\n%s", log)
+	}
 }
