@@ -235,6 +235,16 @@ func pairedRatios(rounds map[string][]measured) map[string]ratios {
 	return out
 }
 
+// deployerBuild is what `deployer version` says of bin, "" when it cannot
+// say (a binary from before the command).
+func deployerBuild(ctx context.Context, bin string) string {
+	out, err := exec.CommandContext(ctx, bin, "version").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimPrefix(strings.TrimSpace(string(out)), "deployer ")
+}
+
 // median of xs (the upper one of an even count), 0 for none.
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
@@ -337,13 +347,16 @@ func run(ctx context.Context, o options) (*result, error) {
 
 	logf("building deployer and the backend")
 	deployerBin, backendBin := filepath.Join(dir, "deployer"), filepath.Join(dir, "backend")
+	// -buildvcs=auto: from a git checkout the commit measured goes into the
+	// result (deployerBuild), whatever GOFLAGS says.
 	if o.deployer != "" {
 		if deployerBin, err = filepath.Abs(o.deployer); err != nil {
 			return nil, err
 		}
-	} else if err := goBuild(ctx, root, "./cmd/deployer", deployerBin); err != nil {
+	} else if err := goBuild(ctx, root, "./cmd/deployer", deployerBin, "-buildvcs=auto"); err != nil {
 		return nil, err
 	}
+	res.Machine.DeployerBuild = deployerBuild(ctx, deployerBin)
 	if err := goBuild(ctx, root, "./bench/backend", backendBin); err != nil {
 		return nil, err
 	}
@@ -656,6 +669,9 @@ func checkGoals(r *result) []goal {
 func (r *result) print(w io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, Linux %s, open files %d; load average %s before, %s after\n", m.CPUs, m.CPU, m.Go, m.Kernel, m.NoFile, m.LoadBefore, m.LoadAfter)
+	if m.DeployerBuild != "" {
+		fmt.Fprintf(w, "         deployer %s\n", m.DeployerBuild)
+	}
 	if m.DeployerProcs > 0 {
 		switch {
 		case m.DeployerProcsSource == "auto" && m.DeployerProcsMin < m.DeployerProcsMax:
