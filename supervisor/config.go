@@ -129,11 +129,15 @@ type RoutesConfig struct {
 // the Env values may hold placeholders (see Expand); they were checked to
 // name only known ones, and never both {port} and {socket}.
 type AppConfig struct {
-	Name         string
-	Command      []string
-	Version      string
-	Dir          string // may hold placeholders; relative to Config.Dir after expansion
-	Env          map[string]string
+	Name    string
+	Command []string
+	Version string
+	Dir     string // may hold placeholders; relative to Config.Dir after expansion
+	Env     map[string]string
+	// EnvFiles are read at every launch of a process, in order, before Env
+	// (envfile.go). Paths may hold {app} {version} {instance}; relative to
+	// Config.Dir after expansion.
+	EnvFiles     []string
 	Hosts        []string
 	Path         string
 	StripPath    bool

@@ -60,6 +60,7 @@ type rawApp struct {
 	Version      string            `toml:"version"`
 	Dir          string            `toml:"dir"`
 	Env          map[string]string `toml:"env"`
+	EnvFile      anyValue          `toml:"env_file"`
 	Hosts        []string          `toml:"hosts"`
 	Path         string            `toml:"path"`
 	StripPath    bool              `toml:"strip_path"`
@@ -113,6 +114,7 @@ const (
 	kindStrings       // an array of strings
 	kindSize          // a byte count: an integer, or a string such as "10MiB"
 	kindProcs         // an integer, or the string "auto"
+	kindPaths         // a string, or an array of strings
 )
 
 var deployerKeys = map[string]kind{
@@ -150,6 +152,7 @@ var appKeys = map[string]kind{
 	"version":         kindString,
 	"dir":             kindString,
 	"env":             kindTable,
+	"env_file":        kindPaths,
 	"hosts":           kindStrings,
 	"path":            kindString,
 	"strip_path":      kindBool,
@@ -174,7 +177,7 @@ type loader struct {
 	lines    keyLocator
 	problems []*ConfigError
 	// loadPair: parse tls_cert and tls_key as a key pair too (CheckConfig),
-	// not only check that they exist.
+	// not only check that they exist, and read the apps' env files.
 	loadPair bool
 	// caseTwin: a table holds a known key and the same key spelled with
 	// other case ("listen" and "Listen"); checkKeys reports the second.
@@ -415,6 +418,19 @@ func typeProblem(want kind, val any) string {
 		case string, int64:
 		default:
 			return `must be "auto" or a number of threads, not ` + describe(val)
+		}
+	case kindPaths:
+		if _, ok := val.(string); ok {
+			return ""
+		}
+		arr, ok := val.([]any)
+		if !ok {
+			return "must be a path or an array of paths, not " + describe(val)
+		}
+		for i, e := range arr {
+			if _, ok := e.(string); !ok {
+				return fmt.Sprintf("must be a path or an array of paths, but element %d is %s", i, describe(e))
+			}
 		}
 	case kindStrings:
 		arr, ok := val.([]any)

@@ -49,6 +49,18 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"case mismatch table", "[Deployer]\nlisten = \"\"\n" + app, []problem{
 			{1, `unknown key "Deployer": did you mean "deployer"?`},
 		}},
+		{"env_file of the wrong type", app + "env_file = 3\n", []problem{
+			{5, `apps.web.env_file must be a path or an array of paths, not an integer`},
+		}},
+		{"env_file array with a number", app + "env_file = [\"a.env\", 3]\n", []problem{
+			{5, `apps.web.env_file must be a path or an array of paths, but element 1 is an integer`},
+		}},
+		{"env_file empty path", app + "env_file = [\"a.env\", \"\"]\n", []problem{
+			{5, `apps.web.env_file must not name an empty path`},
+		}},
+		{"env_file with a per-process placeholder", app + "env_file = \"{socket}.env\"\n", []problem{
+			{5, `apps.web.env_file: placeholder {socket} in "{socket}.env": an env file's path may hold {app} {version} {instance}`},
+		}},
 		{"bare number duration", "[deployer]\ndrain_timeout = 5\n" + app, []problem{
 			{2, `deployer.drain_timeout = 5: a duration is a string with a unit, write "5s"`},
 		}},

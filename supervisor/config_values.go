@@ -95,6 +95,9 @@ func (l *loader) apps(cfg *Config, raws map[string]rawApp) {
 	order := l.appOrder(raws)
 	for _, name := range order {
 		cfg.Apps[name] = l.app(name, raws[name], cfg.Deployer)
+		if l.loadPair {
+			l.envFiles(cfg.Apps[name], cfg.Dir)
+		}
 	}
 	l.routes(cfg, order)
 }
@@ -144,6 +147,23 @@ func (l *loader) app(name string, raw rawApp, d DeployerConfig) *AppConfig {
 		}
 	}
 	maps.Copy(a.Env, raw.Env)
+	if l.defined(key("env_file")) {
+		switch v := raw.EnvFile.val.(type) {
+		case string:
+			a.EnvFiles = []string{v}
+		case []any:
+			for _, e := range v {
+				if s, ok := e.(string); ok {
+					a.EnvFiles = append(a.EnvFiles, s)
+				}
+			}
+		}
+		for _, f := range a.EnvFiles {
+			if f == "" {
+				l.addf(key("env_file"), "%senv_file must not name an empty path", prefix)
+			}
+		}
+	}
 	if l.defined(key("hosts")) {
 		a.Hosts = raw.Hosts
 		if len(a.Hosts) == 0 {
@@ -322,6 +342,13 @@ func (l *loader) placeholders(a *AppConfig) {
 	for _, k := range slices.Sorted(maps.Keys(a.Env)) {
 		check(toml.Key{"apps", a.Name, "env", k}, a.Env[k])
 	}
+	for _, f := range a.EnvFiles {
+		for _, p := range placeholderRE.FindAllString(f, -1) {
+			if !slices.Contains(envFilePlaceholders, p) {
+				l.addf(toml.Key{"apps", a.Name, "env_file"}, "apps.%s.env_file: placeholder %s in %q: an env file's path may hold %s", a.Name, p, f, strings.Join(envFilePlaceholders, " "))
+			}
+		}
+	}
 	usesSocket := slices.ContainsFunc(a.placeholderFields(), func(s string) bool {
 		return strings.Contains(s, "{socket}")
 	})
@@ -406,4 +433,19 @@ func (l *loader) routesTable(raw rawRoutes) RoutesConfig {
 	r.Resync = l.duration(key("resync"), raw.Resync, r.Resync)
 	r.HealthInterval = l.duration(key("health_interval"), raw.HealthInterval, r.HealthInterval)
 	return r
+}
+
+// envFiles reads the app's env files as its first process of the configured
+// version would (CheckConfig): a missing file or a bad line is reported at
+// env_file's line, with the env file's own line.
+func (l *loader) envFiles(a *AppConfig, dir string) {
+	for _, f := range a.EnvFiles {
+		if f == "" || placeholderRE.FindString(strings.NewReplacer("{app}", "", "{version}", "", "{instance}", "").Replace(f)) != "" {
+			continue // reported by app and placeholders
+		}
+		v := Vars{App: a.Name, Version: a.Version}
+		if _, err := envFromFiles([]string{f}, v, dir); err != nil {
+			l.addf(toml.Key{"apps", a.Name, "env_file"}, "apps.%s.env_file: %v", a.Name, err)
+		}
+	}
 }

@@ -119,6 +119,10 @@ func (a *App) startInstance(v *version, i int) (*process, endpoint, error) {
 	if !filepath.IsAbs(dir) {
 		dir = filepath.Join(a.d.cfgDir(), dir)
 	}
+	fileEnv, err := envFromFiles(cfg.EnvFiles, vars, a.d.cfgDir())
+	if err != nil {
+		return nil, ep, fmt.Errorf("env_file: %w", err)
+	}
 	logPath, err := a.outputPath(v.name, i)
 	if err != nil {
 		return nil, ep, err
@@ -127,7 +131,7 @@ func (a *App) startInstance(v *version, i int) (*process, endpoint, error) {
 		App: a.name, Version: v.name, Instance: i,
 		Socket: vars.Socket, Port: vars.Port,
 		Command: argv, Dir: dir,
-		Env:     appEnv(os.Environ(), cfg.Env, vars, cfg.UsesPort()),
+		Env:     appEnv(os.Environ(), fileEnv, cfg.Env, vars, cfg.UsesPort()),
 		LogPath: logPath,
 	}
 	started := a.d.threads.appStarting() // all CPUs while it starts (procs.go)

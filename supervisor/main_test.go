@@ -133,7 +133,7 @@ func startApp(t *testing.T, logs *LogBuffer, extra map[string]string) (*process,
 	p := startTest(t, launchSpec{
 		App: "web", Version: "v1", Socket: sock,
 		Command: []string{exe, "-test.run=^$"},
-		Env:     appEnv(os.Environ(), env, vars, false),
+		Env:     appEnv(os.Environ(), nil, env, vars, false),
 	}, logs)
 	return p, endpoint{network: "unix", addr: sock}
 }

@@ -264,14 +264,22 @@ func groupAlive(pgid int) bool {
 }
 
 // appEnv builds an app process's environment: the daemon's own, without
-// tableflip's marker and stale DEPLOYER_* values, then the config's env, then
-// the DEPLOYER_* variables describing this process.
-func appEnv(base []string, extra map[string]string, v Vars, tcp bool) []string {
-	env := make([]string, 0, len(base)+len(extra)+5)
+// tableflip's marker and stale DEPLOYER_* values, then the env files'
+// variables (KEY=VALUE, in order), then the config's env, then the DEPLOYER_*
+// variables describing this process. A key set twice takes its last value
+// (os/exec keeps the last of duplicates).
+func appEnv(base, files []string, extra map[string]string, v Vars, tcp bool) []string {
+	env := make([]string, 0, len(base)+len(files)+len(extra)+5)
 	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
 		if k == tableflipEnv || strings.HasPrefix(k, "DEPLOYER_") || (tcp && k == "PORT") {
 			continue
+		}
+		env = append(env, kv)
+	}
+	for _, kv := range files {
+		if k, _, _ := strings.Cut(kv, "="); tcp && k == "PORT" {
+			continue // the supervisor's {port}
 		}
 		env = append(env, kv)
 	}

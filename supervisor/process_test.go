@@ -270,6 +270,8 @@ func TestAppEnv(t *testing.T) {
 		"PORT=1234",
 	}
 	extra := map[string]string{"GREETING": "hi from {app} {version}/{instance}", "HOME": "/srv"}
+	// An env file's variables: over the daemon's, under the config's env.
+	files := []string{"HOME=/from-file", "SECRET=s3 {app}", "PORT=999"}
 	tests := []struct {
 		name string
 		tcp  bool
@@ -277,7 +279,8 @@ func TestAppEnv(t *testing.T) {
 	}{
 		{"socket", false, map[string]string{
 			"HOME":              "/srv",
-			"PORT":              "1234", // the daemon's own, not deployer's: a socket app keeps it
+			"PORT":              "999",      // not deployer's: a socket app gets the env file's over the daemon's
+			"SECRET":            "s3 {app}", // an env file's values are never expanded
 			"GREETING":          "hi from web v2/1",
 			"DEPLOYER_APP":      "web",
 			"DEPLOYER_VERSION":  "v2",
@@ -286,7 +289,8 @@ func TestAppEnv(t *testing.T) {
 		}},
 		{"tcp", true, map[string]string{
 			"HOME":              "/srv",
-			"PORT":              "41234",
+			"PORT":              "41234", // deployer's {port}, whatever the env file says
+			"SECRET":            "s3 {app}",
 			"GREETING":          "hi from web v2/1",
 			"DEPLOYER_APP":      "web",
 			"DEPLOYER_VERSION":  "v2",
@@ -301,11 +305,11 @@ func TestAppEnv(t *testing.T) {
 			} else {
 				v.Socket = "/run/web/v2-1-abcdefgh.sock"
 			}
-			env := appEnv(slices.Clone(base), extra, v, tt.tcp)
-			// HOME is in base and in extra: the config's value must come
-			// last, since exec keeps the last of duplicate keys.
-			if i := slices.Index(env, "HOME=/srv"); i < slices.Index(env, "HOME=/home/app") {
-				t.Errorf("HOME from the config comes before the daemon's: %q", env)
+			env := appEnv(slices.Clone(base), files, extra, v, tt.tcp)
+			// HOME is in base, the env file and extra: the config's value
+			// must come last, since exec keeps the last of duplicate keys.
+			if d, f, c := slices.Index(env, "HOME=/home/app"), slices.Index(env, "HOME=/from-file"), slices.Index(env, "HOME=/srv"); !(d < f && f < c) {
+				t.Errorf("HOME: the daemon's at %d, the env file's at %d, the config's at %d: want them in that order in %q", d, f, c, env)
 			}
 			got := make(map[string]string)
 			for _, kv := range env {

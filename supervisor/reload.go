@@ -190,6 +190,9 @@ func pendingChanges(launched, now *AppConfig) []string {
 	if !reflect.DeepEqual(launched.Env, now.Env) {
 		diff = append(diff, "env")
 	}
+	if !slices.Equal(launched.EnvFiles, now.EnvFiles) {
+		diff = append(diff, "env_file")
+	}
 	if launched.Dir != now.Dir {
 		diff = append(diff, "dir")
 	}

@@ -23,6 +23,7 @@ func TestPendingChanges(t *testing.T) {
 		{"routes apply at once", func(a *AppConfig) { a.Hosts, a.Path = []string{"x.test"}, "/x" }, nil},
 		{"command", func(a *AppConfig) { a.Command = []string{"./web", "-v"} }, []string{"command"}},
 		{"env", func(a *AppConfig) { a.Env = map[string]string{"A": "2"} }, []string{"env"}},
+		{"env_file", func(a *AppConfig) { a.EnvFiles = []string{"secrets.env"} }, []string{"env_file"}},
 		{"dir and instances", func(a *AppConfig) { a.Dir, a.Instances = "releases", 3 }, []string{"dir", "instances"}},
 		{"stop settings", func(a *AppConfig) { a.StopTimeout = time.Minute }, []string{"stop settings"}},
 	}
