@@ -40,22 +40,27 @@ func main() {
 	socket := flag.String("socket", "", "the app's unix socket")
 	addr := flag.String("addr", "127.0.0.1:8085", "address to listen on")
 	loops := flag.Int("loops", 1, "event loops, each an OS thread with its own listening socket")
+	shared := flag.Bool("shared", false, "one listening socket for all the loops, each taking one new connection per wake-up (EPOLLEXCLUSIVE), as nginx's workers do, instead of one socket each (SO_REUSEPORT), where the kernel spreads connections by a hash of their addresses")
 	flag.Parse()
 	if *socket == "" || *loops < 1 {
-		fail(fmt.Errorf("usage: epollrelay -socket PATH [-addr HOST:PORT] [-loops N>0]"))
+		fail(fmt.Errorf("usage: epollrelay -socket PATH [-addr HOST:PORT] [-loops N>0] [-shared]"))
 	}
 	ap, err := net.ResolveTCPAddr("tcp4", *addr)
 	if err != nil {
 		fail(err)
 	}
 	done := make(chan error)
+	lfd := -1
 	for i := 0; i < *loops; i++ {
-		l, err := newLoop(ap, *socket)
+		l, err := newLoop(ap, *socket, lfd)
 		if err != nil {
 			fail(err)
 		}
 		if ap, err = l.addr(); err != nil { // the port chosen for ":0", for the next loops
 			fail(err)
+		}
+		if *shared {
+			lfd, l.shared = l.lfd, true
 		}
 		go func() { done <- l.run() }()
 	}
@@ -87,6 +92,7 @@ type conn struct {
 type loop struct {
 	ep     int
 	lfd    int
+	shared bool // lfd is every loop's: take one connection per wake-up
 	socket string
 	conns  map[int]*conn
 	idle   []*conn
@@ -95,30 +101,37 @@ type loop struct {
 
 // newLoop listens on a, with SO_REUSEPORT so that every loop has a
 // listening socket of its own on the same port (the kernel spreads new
-// connections over them), for requests to relay to the app at socket.
-func newLoop(a *net.TCPAddr, socket string) (*loop, error) {
-	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	unix.SetsockoptInt(lfd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	unix.SetsockoptInt(lfd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	sa := &unix.SockaddrInet4{Port: a.Port}
-	copy(sa.Addr[:], a.IP.To4())
-	if err := unix.Bind(lfd, sa); err != nil {
-		return nil, err
-	}
-	if err := unix.Listen(lfd, 4096); err != nil {
-		return nil, err
+// connections over them), for requests to relay to the app at socket. With
+// shared ≥ 0 it listens on that socket instead, another loop's, and is woken
+// for it alone of the loops waiting (EPOLLEXCLUSIVE).
+func newLoop(a *net.TCPAddr, socket string, shared int) (*loop, error) {
+	lfd := shared
+	if lfd < 0 {
+		var err error
+		if lfd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0); err != nil {
+			return nil, err
+		}
+		unix.SetsockoptInt(lfd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		unix.SetsockoptInt(lfd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		sa := &unix.SockaddrInet4{Port: a.Port}
+		copy(sa.Addr[:], a.IP.To4())
+		if err := unix.Bind(lfd, sa); err != nil {
+			return nil, err
+		}
+		if err := unix.Listen(lfd, 4096); err != nil {
+			return nil, err
+		}
 	}
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(lfd)}); err != nil {
+	// Exclusive for a shared socket, and for the first loop's in case
+	// others share it.
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(lfd)}); err != nil {
 		return nil, err
 	}
-	return &loop{ep: ep, lfd: lfd, socket: socket, conns: map[int]*conn{}, events: make([]unix.EpollEvent, 256)}, nil
+	return &loop{ep: ep, lfd: lfd, shared: shared >= 0, socket: socket, conns: map[int]*conn{}, events: make([]unix.EpollEvent, 256)}, nil
 }
 
 // addr is the address l listens on.
@@ -184,9 +197,10 @@ func (l *loop) add(fd int, c *conn) error {
 	return nil
 }
 
-// accept takes every connection waiting on the listening socket.
+// accept takes every connection waiting on the listening socket; one, when
+// it is shared (the next wakes another loop, if one waits).
 func (l *loop) accept() {
-	for {
+	for first := true; first || !l.shared; first = false {
 		fd, sa, err := unix.Accept4(l.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err != nil {
 			return

@@ -16,10 +16,11 @@ import (
 	"time"
 )
 
-// TestRelay runs a loop in front of a real app on a unix socket and sends
-// it keep-alive GETs from concurrent clients: every answer must be the
-// app's, for that request, with the forwarding headers added and the
-// client's own Connection header not passed on.
+// TestRelay runs a loop (then two sharing one listening socket, -shared)
+// in front of a real app on a unix socket and sends it keep-alive GETs from
+// concurrent clients: every answer must be the app's, for that request,
+// with the forwarding headers added and the client's own Connection header
+// not passed on.
 func TestRelay(t *testing.T) {
 	dir, err := os.MkdirTemp("", "er")
 	if err != nil {
@@ -39,16 +40,33 @@ func TestRelay(t *testing.T) {
 	go app.Serve(al)
 	t.Cleanup(func() { app.Close() })
 
-	l, err := newLoop(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, socket)
-	if err != nil {
-		t.Fatal(err)
+	for _, loops := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d loops", loops), func(t *testing.T) {
+			l, err := newLoop(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, socket, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr, err := l.addr()
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.shared = loops > 1
+			go l.run() // runs until the test binary exits
+			if loops > 1 {
+				l2, err := newLoop(addr, socket, l.lfd)
+				if err != nil {
+					t.Fatal(err)
+				}
+				go l2.run()
+			}
+			relay(t, addr)
+		})
 	}
-	addr, err := l.addr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	go l.run() // runs until the test binary exits
+}
 
+// relay sends keep-alive GETs to a relay at addr from concurrent clients
+// and checks every answer.
+func relay(t *testing.T, addr *net.TCPAddr) {
 	const clients, each = 8, 200
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
