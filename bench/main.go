@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -708,11 +709,8 @@ func (r *result) print(w io.Writer) {
 	fmt.Fprintln(w)
 
 	fmt.Fprintf(w, "%-15s %11s %9s %9s %9s %8s %9s %9s %10s\n", "target", "requests/s", "p50", "p99", "p99.9", "errors", "CPU/req", "vs nginx", "vs HAProxy")
-	for _, name := range targetOrder {
-		t, ok := r.Targets[name]
-		if !ok {
-			continue
-		}
+	for _, name := range tableOrder(slices.Collect(maps.Keys(r.Targets))) {
+		t := r.Targets[name]
 		cpu := "-"
 		if c, ok := r.CPU[name]; ok {
 			cpu = fmt.Sprintf("%.1fµs", c)
@@ -850,11 +848,8 @@ func (r *result) printRounds(w io.Writer) {
 	} else {
 		fmt.Fprintln(w, "\nevery round: requests/s · p99")
 	}
-	for _, name := range targetOrder {
-		round, ok := r.Rounds[name]
-		if !ok {
-			continue
-		}
+	for _, name := range tableOrder(slices.Collect(maps.Keys(r.Rounds))) {
+		round := r.Rounds[name]
 		fmt.Fprintf(w, "%-15s", name)
 		for _, m := range round {
 			fmt.Fprintf(w, "  %7.0f · %s", m.Load.RPS, ms(m.Load.P99us))
@@ -881,6 +876,25 @@ func (r *result) printSwapVsSteady(w io.Writer, s *swapResult, target string) {
 }
 
 // targetOrder is the order the report lists targets in.
+// tableOrder sorts target names for a table: those of targetOrder in its
+// order, then any other (an experiment's row, a target of an earlier
+// bench) by name.
+func tableOrder(names []string) []string {
+	rank := func(n string) int {
+		if i := slices.Index(targetOrder, n); i >= 0 {
+			return i
+		}
+		return len(targetOrder)
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		if ra, rb := rank(a), rank(b); ra != rb {
+			return ra - rb
+		}
+		return strings.Compare(a, b)
+	})
+	return names
+}
+
 var targetOrder = []string{"direct", "deployer", "deployer@all", "deployer@half", "deployer@before", "nginx", "nginx-b", "haproxy", "rawrelay", "epollrelay"}
 
 // sticks are the measuring sticks: programs under bench/ named after their

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -182,23 +183,8 @@ func (p *pooled) print(w io.Writer) {
 	}
 }
 
-// names returns the pooled targets: those the table knows in its order,
-// then any other (a target of an earlier bench) by name.
-func (p *pooled) names() []string {
-	var known, other []string
-	for _, name := range targetOrder {
-		if p.targets[name] != nil {
-			known = append(known, name)
-		}
-	}
-	for name := range p.targets {
-		if !slices.Contains(targetOrder, name) {
-			other = append(other, name)
-		}
-	}
-	slices.Sort(other)
-	return append(known, other...)
-}
+// names returns the pooled targets in table order.
+func (p *pooled) names() []string { return tableOrder(slices.Collect(maps.Keys(p.targets))) }
 
 func count(xs []float64, f func(float64) bool) int {
 	n := 0

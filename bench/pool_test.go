@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -143,4 +144,13 @@ func approxEqual(got, want []float64) bool {
 		}
 	}
 	return true
+}
+
+// Tables list the targets they know in their order, then the others (an
+// experiment's row) by name.
+func TestTableOrder(t *testing.T) {
+	got := tableOrder([]string{"zz", "nginx", "deployer@nice3", "deployer", "aa"})
+	if want := []string{"deployer", "nginx", "aa", "deployer@nice3", "zz"}; !slices.Equal(got, want) {
+		t.Errorf("tableOrder = %q, want %q", got, want)
+	}
 }

@@ -33,21 +33,17 @@ func (b Build) String() string {
 	if b.Version == "" && b.Go == "" {
 		return "unknown build"
 	}
-	var parts []string
-	switch {
-	case b.Commit == "":
-		parts = append(parts, "no commit recorded")
-	default:
-		c := "commit " + shortCommit(b.Commit)
+	code := "no commit recorded"
+	if b.Commit != "" {
+		code = "commit " + shortCommit(b.Commit)
 		if b.Modified {
-			c += " with uncommitted changes"
+			code += " with uncommitted changes"
 		}
 		if b.Time != "" {
-			c += ", " + b.Time
+			code += ", " + b.Time
 		}
-		parts = append(parts, c)
 	}
-	return fmt.Sprintf("%s (%s; %s)", b.Version, strings.Join(parts, ", "), b.Go)
+	return fmt.Sprintf("%s (%s; %s)", b.Version, code, b.Go)
 }
 
 // Differs reports whether b and o are provably different builds: they

@@ -14,8 +14,9 @@ import (
 // every launch of one of its processes, so that secrets stay out of
 // deploy.toml and a changed file takes effect at the next swap or restart.
 //
-// The format is the common subset of systemd's EnvironmentFile and .env
-// files:
+// The format is close to systemd's EnvironmentFile and to .env files, with
+// rules of its own where those two differ (an unquoted # is literal, an
+// "export " prefix is allowed):
 //
 //	# a comment; blank lines are ignored
 //	DATABASE_URL=postgres://app@db/app
