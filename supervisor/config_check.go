@@ -420,27 +420,25 @@ func typeProblem(want kind, val any) string {
 			return `must be "auto" or a number of threads, not ` + describe(val)
 		}
 	case kindPaths:
-		if _, ok := val.(string); ok {
-			return ""
-		}
-		arr, ok := val.([]any)
-		if !ok {
-			return "must be a path or an array of paths, not " + describe(val)
-		}
-		for i, e := range arr {
-			if _, ok := e.(string); !ok {
-				return fmt.Sprintf("must be a path or an array of paths, but element %d is %s", i, describe(e))
-			}
+		if _, ok := val.(string); !ok {
+			return stringsProblem(val, "a path or an array of paths")
 		}
 	case kindStrings:
-		arr, ok := val.([]any)
-		if !ok {
-			return "must be an array of strings, not " + describe(val)
-		}
-		for i, e := range arr {
-			if _, ok := e.(string); !ok {
-				return fmt.Sprintf("must be an array of strings, but element %d is %s", i, describe(e))
-			}
+		return stringsProblem(val, "an array of strings")
+	}
+	return ""
+}
+
+// stringsProblem says how val fails to be an array of strings, which the
+// key's message calls want, or "".
+func stringsProblem(val any, want string) string {
+	arr, ok := val.([]any)
+	if !ok {
+		return "must be " + want + ", not " + describe(val)
+	}
+	for i, e := range arr {
+		if _, ok := e.(string); !ok {
+			return fmt.Sprintf("must be %s, but element %d is %s", want, i, describe(e))
 		}
 	}
 	return ""

@@ -343,10 +343,8 @@ func (l *loader) placeholders(a *AppConfig) {
 		check(toml.Key{"apps", a.Name, "env", k}, a.Env[k])
 	}
 	for _, f := range a.EnvFiles {
-		for _, p := range placeholderRE.FindAllString(f, -1) {
-			if !slices.Contains(envFilePlaceholders, p) {
-				l.addf(toml.Key{"apps", a.Name, "env_file"}, "apps.%s.env_file: placeholder %s in %q: an env file's path may hold %s", a.Name, p, f, strings.Join(envFilePlaceholders, " "))
-			}
+		for _, p := range unknownEnvFilePlaceholders(f) {
+			l.addf(toml.Key{"apps", a.Name, "env_file"}, "apps.%s.env_file: placeholder %s in %q: an env file's path may hold %s", a.Name, p, f, strings.Join(envFilePlaceholders, " "))
 		}
 	}
 	usesSocket := slices.ContainsFunc(a.placeholderFields(), func(s string) bool {
@@ -440,7 +438,7 @@ func (l *loader) routesTable(raw rawRoutes) RoutesConfig {
 // env_file's line, with the env file's own line.
 func (l *loader) envFiles(a *AppConfig, dir string) {
 	for _, f := range a.EnvFiles {
-		if f == "" || placeholderRE.FindString(strings.NewReplacer("{app}", "", "{version}", "", "{instance}", "").Replace(f)) != "" {
+		if f == "" || len(unknownEnvFilePlaceholders(f)) > 0 {
 			continue // reported by app and placeholders
 		}
 		v := Vars{App: a.Name, Version: a.Version}

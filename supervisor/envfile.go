@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -38,6 +39,18 @@ var envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // envFilePlaceholders are the placeholders an env_file path may hold: those
 // known before the process has a socket or a port.
 var envFilePlaceholders = []string{"{app}", "{version}", "{instance}"}
+
+// unknownEnvFilePlaceholders returns the placeholders in an env_file path
+// that it may not hold.
+func unknownEnvFilePlaceholders(path string) []string {
+	var bad []string
+	for _, p := range placeholderRE.FindAllString(path, -1) {
+		if !slices.Contains(envFilePlaceholders, p) {
+			bad = append(bad, p)
+		}
+	}
+	return bad
+}
 
 // EnvFileError is a problem in an env file, with its line (0: the file as a
 // whole).
