@@ -876,6 +876,8 @@ func (r *result) printSwapVsSteady(w io.Writer, s *swapResult, target string) {
 }
 
 // targetOrder is the order the report lists targets in.
+var targetOrder = []string{"direct", "deployer", "deployer@all", "deployer@half", "deployer@before", "nginx", "nginx-b", "haproxy", "rawrelay", "epollrelay"}
+
 // tableOrder sorts target names for a table: those of targetOrder in its
 // order, then any other (an experiment's row, a target of an earlier
 // bench) by name.
@@ -894,8 +896,6 @@ func tableOrder(names []string) []string {
 	})
 	return names
 }
-
-var targetOrder = []string{"direct", "deployer", "deployer@all", "deployer@half", "deployer@before", "nginx", "nginx-b", "haproxy", "rawrelay", "epollrelay"}
 
 // sticks are the measuring sticks: programs under bench/ named after their
 // directory, each started with -socket (the app's) and -addr (its own).
