@@ -28,11 +28,24 @@ type pooledTarget struct {
 	both   int       // runs whose medians met both of issue 5's first two targets
 }
 
+// intervals returns the confidence intervals of t's two medians; ok is false
+// when t has too few rounds for them.
+func (t *pooledTarget) intervals() (rlo, rhi, plo, phi float64, ok bool) {
+	rlo, rhi, ok = medianInterval(t.ratios, confidence)
+	plo, phi, _ = medianInterval(t.p99, confidence) // as many rounds
+	return rlo, rhi, plo, phi, ok
+}
+
+// pooledRun is one saved run that was pooled.
+type pooledRun struct {
+	file   string
+	rounds int    // rounds paired with nginx
+	build  string // the deployer build measured, "" unrecorded
+}
+
 // pooled is the report of several saved runs.
 type pooled struct {
-	files   []string
-	rounds  []int    // per file: rounds paired with nginx
-	builds  []string // per file: the deployer build measured, "" unrecorded
+	runs    []pooledRun
 	skipped []string // files left out, with why
 	targets map[string]*pooledTarget
 }
@@ -61,9 +74,7 @@ func (p *pooled) add(name string, r *result) {
 		p.skipped = append(p.skipped, name+": no rounds of nginx (run without nginx, or saved by a bench before -rounds)")
 		return
 	}
-	p.files = append(p.files, name)
-	p.rounds = append(p.rounds, len(r.Rounds["nginx"]))
-	p.builds = append(p.builds, r.Machine.DeployerBuild)
+	p.runs = append(p.runs, pooledRun{file: name, rounds: len(r.Rounds["nginx"]), build: r.Machine.DeployerBuild})
 	for tname, q := range pairedRatios(r.Rounds) {
 		if tname == "nginx" || len(q.NginxRounds) == 0 {
 			continue
@@ -76,7 +87,7 @@ func (p *pooled) add(name string, r *result) {
 		t.ratios = append(t.ratios, q.NginxRounds...)
 		t.p99 = append(t.p99, q.P99Rounds...)
 		t.runs++
-		if q.Nginx >= 1.0 && q.P99VsNginxMs <= 0 {
+		if rpsGoal(q.Nginx) && p99Goal(q.P99VsNginxMs) {
 			t.both++
 		}
 	}
@@ -113,15 +124,15 @@ func binomialHalf(n, j int) float64 {
 	return math.Exp(lg(n) - lg(j) - lg(n-j) - float64(n)*math.Ln2)
 }
 
-// verdict says what an interval shows about a figure whose target is to be
-// at least goal (atLeast) or at most goal.
-func verdict(lo, hi, goal float64, atLeast, ok bool) string {
+// verdict says what an interval [lo, hi] shows about a figure whose target
+// is met: met for the whole interval, not met for any of it, or neither.
+func verdict(lo, hi float64, ok bool, met func(float64) bool) string {
 	switch {
 	case !ok:
 		return "too few rounds to tell"
-	case atLeast && lo >= goal, !atLeast && hi <= goal:
+	case met(lo) && met(hi):
 		return "met: the whole interval is on the target's side"
-	case atLeast && hi < goal, !atLeast && lo > goal:
+	case !met(lo) && !met(hi):
 		return "not met: the whole interval is on the wrong side"
 	default:
 		return "not shown either way: the interval straddles the target"
@@ -130,18 +141,22 @@ func verdict(lo, hi, goal float64, atLeast, ok bool) string {
 
 func (p *pooled) print(w io.Writer) {
 	total := 0
-	for _, n := range p.rounds {
-		total += n
+	var builds []string
+	for _, run := range p.runs {
+		total += run.rounds
+		if !slices.Contains(builds, run.build) {
+			builds = append(builds, run.build)
+		}
 	}
-	fmt.Fprintf(w, "pooled: %d runs, %d rounds with nginx, every target compared with nginx in the same round\n", len(p.files), total)
-	for i, f := range p.files {
-		b := p.builds[i]
+	fmt.Fprintf(w, "pooled: %d runs, %d rounds with nginx, every target compared with nginx in the same round\n", len(p.runs), total)
+	for _, run := range p.runs {
+		b := run.build
 		if b == "" {
 			b = "build not recorded"
 		}
-		fmt.Fprintf(w, "  %-28s %2d rounds  deployer %s\n", f, p.rounds[i], b)
+		fmt.Fprintf(w, "  %-28s %2d rounds  deployer %s\n", run.file, run.rounds, b)
 	}
-	if builds := distinct(p.builds); len(builds) > 1 {
+	if len(builds) > 1 {
 		fmt.Fprintf(w, "  note: these runs measured %d different deployer builds (or some did not record theirs); pool runs of one build to judge it\n", len(builds))
 	}
 	fmt.Fprintln(w)
@@ -149,16 +164,15 @@ func (p *pooled) print(w io.Writer) {
 	fmt.Fprintf(w, "%-16s %6s  %-28s %6s  %-32s %6s  %s\n", "target", "rounds", "vs nginx: median ["+pct+"]", "≥ 1.0", "p99 − nginx's: median ["+pct+"]", "≤ 0", "runs meeting both")
 	for _, name := range p.names() {
 		t := p.targets[name]
-		rlo, rhi, ok := medianInterval(t.ratios, confidence)
-		plo, phi, _ := medianInterval(t.p99, confidence)
+		rlo, rhi, plo, phi, ok := t.intervals()
 		ri, pi := "", ""
 		if ok {
 			ri = fmt.Sprintf(" [%.3f, %.3f]", rlo, rhi)
 			pi = fmt.Sprintf(" [%+.2f, %+.2f]", plo, phi)
 		}
 		fmt.Fprintf(w, "%-16s %6d  %-28s %6d  %-32s %6d  %d of %d\n", name, len(t.ratios),
-			fmt.Sprintf("%.3f ×%s", median(t.ratios), ri), count(t.ratios, func(x float64) bool { return x >= 1.0 }),
-			fmt.Sprintf("%+.2f ms%s", median(t.p99), pi), count(t.p99, func(x float64) bool { return x <= 0 }),
+			fmt.Sprintf("%.3f ×%s", median(t.ratios), ri), count(t.ratios, rpsGoal),
+			fmt.Sprintf("%+.2f ms%s", median(t.p99), pi), count(t.p99, p99Goal),
 			t.both, t.runs)
 	}
 	fmt.Fprintf(w, "median: of the per-round figures (the upper one of an even count); [..]: a distribution-free %s confidence interval for it (order statistics)\n", pct)
@@ -168,15 +182,14 @@ func (p *pooled) print(w io.Writer) {
 		if t == nil {
 			continue
 		}
-		rlo, rhi, ok := medianInterval(t.ratios, confidence)
-		plo, phi, _ := medianInterval(t.p99, confidence)
+		rlo, rhi, plo, phi, ok := t.intervals()
 		what := name
 		if name == "nginx-b" {
 			what = "control: nginx-b (the same nginx again)"
 		}
 		fmt.Fprintf(w, "\n%s, by issue 5's first two targets over the pooled rounds:\n", what)
-		fmt.Fprintf(w, "  ≥ 1.0 × nginx requests/s   %s\n", verdict(rlo, rhi, 1.0, true, ok))
-		fmt.Fprintf(w, "  p99 ≤ nginx p99            %s\n", verdict(plo, phi, 0, false, ok))
+		fmt.Fprintf(w, "  ≥ 1.0 × nginx requests/s   %s\n", verdict(rlo, rhi, ok, rpsGoal))
+		fmt.Fprintf(w, "  p99 ≤ nginx p99            %s\n", verdict(plo, phi, ok, p99Goal))
 	}
 	for _, s := range p.skipped {
 		fmt.Fprintf(w, "skipped: %s\n", s)
@@ -196,17 +209,6 @@ func count(xs []float64, f func(float64) bool) int {
 	return n
 }
 
-// distinct returns the different values of ss, in first-seen order.
-func distinct(ss []string) []string {
-	var out []string
-	for _, s := range ss {
-		if !slices.Contains(out, s) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // poolFiles is -pool: the report of the saved runs named by args.
 func poolFiles(w io.Writer, args []string) error {
 	if len(args) == 0 {
@@ -216,7 +218,7 @@ func poolFiles(w io.Writer, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(p.files) == 0 {
+	if len(p.runs) == 0 {
 		return fmt.Errorf("-pool: none of the %d files has rounds of nginx: %s", len(args), strings.Join(p.skipped, "; "))
 	}
 	p.print(w)

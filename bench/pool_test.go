@@ -38,21 +38,23 @@ func TestMedianInterval(t *testing.T) {
 
 func TestVerdict(t *testing.T) {
 	for _, tc := range []struct {
-		lo, hi, goal float64
-		atLeast, ok  bool
-		want         string
+		lo, hi float64
+		target string // rps: at least nginx's (1.0); p99: at most nginx's (0 ms)
+		ok     bool
+		want   string
 	}{
-		{1.01, 1.05, 1, true, true, "met"},
-		{1.00, 1.05, 1, true, true, "met"},
-		{0.95, 0.99, 1, true, true, "not met"},
-		{0.95, 1.02, 1, true, true, "not shown"},
-		{-0.3, -0.1, 0, false, true, "met"},
-		{0.1, 0.3, 0, false, true, "not met"},
-		{-0.2, 0.2, 0, false, true, "not shown"},
-		{2, 3, 1, true, false, "too few"},
+		{1.01, 1.05, "rps", true, "met"},
+		{1.00, 1.05, "rps", true, "met"},
+		{0.95, 0.99, "rps", true, "not met"},
+		{0.95, 1.02, "rps", true, "not shown"},
+		{-0.3, -0.1, "p99", true, "met"},
+		{0.1, 0.3, "p99", true, "not met"},
+		{-0.2, 0.2, "p99", true, "not shown"},
+		{2, 3, "rps", false, "too few"},
 	} {
-		if got := verdict(tc.lo, tc.hi, tc.goal, tc.atLeast, tc.ok); !strings.HasPrefix(got, tc.want) {
-			t.Errorf("verdict(%v, %v, %v, atLeast=%v, ok=%v) = %q, want %q…", tc.lo, tc.hi, tc.goal, tc.atLeast, tc.ok, got, tc.want)
+		met := map[string]func(float64) bool{"rps": rpsGoal, "p99": p99Goal}[tc.target]
+		if got := verdict(tc.lo, tc.hi, tc.ok, met); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("verdict(%v, %v, ok=%v) for the %s target = %q, want %q…", tc.lo, tc.hi, tc.ok, tc.target, got, tc.want)
 		}
 	}
 }
@@ -105,8 +107,8 @@ func TestPool(t *testing.T) {
 	if p.targets["nginx"] != nil {
 		t.Error("nginx pooled against itself")
 	}
-	if len(p.files) != 2 || len(p.skipped) != 1 || !strings.HasPrefix(p.skipped[0], "c.json: no rounds of nginx") {
-		t.Errorf("files %v, skipped %q: want a and b pooled, c left out", p.files, p.skipped)
+	if len(p.runs) != 2 || len(p.skipped) != 1 || !strings.HasPrefix(p.skipped[0], "c.json: no rounds of nginx") {
+		t.Errorf("runs %v, skipped %q: want a and b pooled, c left out", p.runs, p.skipped)
 	}
 
 	var out bytes.Buffer
