@@ -256,7 +256,7 @@ func LoadConfig(path string) (*Config, error) { return loadConfig(path, false) }
 // refused because a certificate rotation is half-written at that moment.
 func CheckConfig(path string) (*Config, error) { return loadConfig(path, true) }
 
-func loadConfig(path string, loadPair bool) (*Config, error) {
+func loadConfig(path string, readFiles bool) (*Config, error) {
 	src, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("supervisor: config file %s does not exist: %w", path, err)
@@ -268,7 +268,7 @@ func loadConfig(path string, loadPair bool) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: config path %s: %w", path, err)
 	}
-	return parseConfig(path, abs, src, loadPair)
+	return parseConfig(path, abs, src, readFiles)
 }
 
 // defaultDeployer and defaultApp are the one place defaults are applied:

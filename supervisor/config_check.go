@@ -176,9 +176,10 @@ type loader struct {
 	md       toml.MetaData
 	lines    keyLocator
 	problems []*ConfigError
-	// loadPair: parse tls_cert and tls_key as a key pair too (CheckConfig),
-	// not only check that they exist, and read the apps' env files.
-	loadPair bool
+	// readFiles: read the files the config names, as CheckConfig does:
+	// tls_cert and tls_key parsed as a key pair, not only checked to exist,
+	// and the apps' env files.
+	readFiles bool
 	// caseTwin: a table holds a known key and the same key spelled with
 	// other case ("listen" and "Listen"); checkKeys reports the second.
 	caseTwin bool
@@ -216,8 +217,8 @@ func sortLine(line int) int {
 
 // parseConfig decodes and validates src, the contents of the file named
 // name (as given) whose absolute path is abs.
-func parseConfig(name, abs string, src []byte, loadPair bool) (*Config, error) {
-	l := &loader{file: name, lines: keyLocator{src: string(src)}, loadPair: loadPair}
+func parseConfig(name, abs string, src []byte, readFiles bool) (*Config, error) {
+	l := &loader{file: name, lines: keyLocator{src: string(src)}, readFiles: readFiles}
 
 	// A generic decode first: it fails only on syntax, and gives every key
 	// with its value, so spelling and types are checked for all keys at once.

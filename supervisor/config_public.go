@@ -179,7 +179,7 @@ func (l *loader) public(raw rawDeployer, dir string) PublicConfig {
 		}
 		present++
 	}
-	if l.loadPair && present == 2 {
+	if l.readFiles && present == 2 {
 		if _, err := loadKeyPair(p.TLSCert, p.TLSKey); err != nil {
 			l.addf(key("tls_cert"), "deployer.tls_cert and tls_key do not load as a key pair: %s",
 				strings.TrimPrefix(err.Error(), ErrTLSCert.Error()+": "))

@@ -95,7 +95,7 @@ func (l *loader) apps(cfg *Config, raws map[string]rawApp) {
 	order := l.appOrder(raws)
 	for _, name := range order {
 		cfg.Apps[name] = l.app(name, raws[name], cfg.Deployer)
-		if l.loadPair {
+		if l.readFiles {
 			l.envFiles(cfg.Apps[name], cfg.Dir)
 		}
 	}

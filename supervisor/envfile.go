@@ -2,8 +2,10 @@ package supervisor
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -72,7 +74,12 @@ func (e *EnvFileError) Error() string {
 func readEnvFile(path, name string) ([]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, &EnvFileError{File: name, Msg: strings.TrimPrefix(err.Error(), "open "+path+": ")}
+		// The file is named as configured; the absolute path adds nothing.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, &EnvFileError{File: name, Msg: err.Error()}
 	}
 	defer f.Close()
 	src, err := io.ReadAll(io.LimitReader(f, maxEnvFileSize+1))
