@@ -170,6 +170,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"port and socket", "[apps.web]\ncommand = [\"./web\", \"{socket}\"]\nversion = \"v1\"\nenv = { PORT = \"{port}\" }\n", []problem{
 			{1, `app "web" uses both {port} and {socket}`},
 		}},
+		{"port without a proxy", "[deployer]\nlisten = \"\"\n\n[apps.web]\ncommand = [\"./web\", \"--port={port}\"]\nversion = \"v1\"\n", []problem{
+			{4, `app "web" listens on {port}, which only deployer's own proxy follows across swaps, and listen = "" turns that proxy off`},
+		}},
 		{"bad listen", "[deployer]\nlisten = \"8080\"\n" + app, []problem{
 			{2, `deployer.listen "8080": want host:port`},
 		}},

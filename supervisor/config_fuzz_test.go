@@ -198,6 +198,9 @@ func checkLoadedConfig(t *testing.T, file string, cfg *Config) {
 				t.Errorf("app %q: %s = %v", name, dur.key, dur.v)
 			}
 		}
+		if a.UsesPort() && d.Listen == "" && d.Public.TLSListen == "" {
+			t.Errorf("app %q listens on {port} with no built-in proxy", name)
+		}
 		if a.UsesPort() && slices.ContainsFunc(a.placeholderFields(), func(s string) bool { return strings.Contains(s, "{socket}") }) {
 			t.Errorf("app %q uses both {port} and {socket}", name)
 		}

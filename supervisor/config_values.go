@@ -241,6 +241,11 @@ func (l *loader) app(name string, raw rawApp, d DeployerConfig) *AppConfig {
 		a.StopSignal = sig
 	}
 	l.placeholders(a)
+	if a.UsesPort() && d.Listen == "" && d.Public.TLSListen == "" {
+		// An outer proxy follows a swap through <app>/current.sock, which
+		// a TCP app has none of: only deployer's own proxy moves its traffic.
+		l.addf(table, `app %q listens on {port}, which only deployer's own proxy follows across swaps, and listen = "" turns that proxy off (nginx or HAProxy in front follow %s/current.sock in state_dir, which a TCP app does not have): use {socket}, or set listen and put the outer proxy in front of it`, name, name)
+	}
 	l.socketPaths(a, d.StateDir)
 	return a
 }
