@@ -5,8 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -14,7 +12,6 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/deployer/deployer/internal/testlog"
-	"github.com/deployer/deployer/supervisor"
 )
 
 // Supervisor-only mode behind real HAProxy, run with the example's own
@@ -78,14 +75,7 @@ settle = "100ms"
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	waitFor(t, "every old version to drain while the load runs", 5*time.Second, func() bool {
-		for _, v := range e.appStatus("web").Versions {
-			if v.State == supervisor.StateDraining {
-				return false
-			}
-		}
-		return true
-	})
+	waitNoDraining(t, e, "every old version to drain while the load runs", 5*time.Second)
 	got := gets.finish()
 	gotPosts := posts.finish()
 	t.Logf("HAProxy in front, %d swaps: GET %s; POST %s", swaps, got, gotPosts.out)
@@ -100,14 +90,7 @@ settle = "100ms"
 	}
 	gotPosts.deliveredOnce(t, filepath.Join(e.dir, "record"))
 
-	logs := e.logs.String()
-	t.Logf("drains: %q", regexp.MustCompile(`version=v. took=\S+`).FindAllString(logs, -1))
-	if n := strings.Count(logs, "drain deadline"); n > 0 {
-		t.Errorf("%d drains reached drain_timeout: HAProxy kept connections to an old version", n)
-	}
-	if n := strings.Count(logs, "msg=drained"); n != swaps {
-		t.Errorf("%d drains logged, want %d", n, swaps)
-	}
+	checkDrainsEnded(t, e, swaps)
 }
 
 // startHAProxy runs haproxy in the foreground with the example's config in

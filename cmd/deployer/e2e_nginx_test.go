@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/internal/testlog"
+	"github.com/deployer/deployer/supervisor"
 )
 
 // requireBinary skips a test when a server binary it talks to is missing,
@@ -112,6 +114,9 @@ settle = "100ms"
 		})
 		time.Sleep(300 * time.Millisecond)
 	}
+	// keepalive_time (5s) ends nginx's pooled connections to an old
+	// version even while they stay busy.
+	waitNoDraining(t, e, "every old version to drain while the load runs", 10*time.Second)
 	got := l.finish()
 	t.Logf("nginx in front, %d swaps: %s", swaps, got)
 	if got.failures() != 0 {
@@ -119,5 +124,34 @@ settle = "100ms"
 	}
 	if !strings.Contains(got.String(), "2xx=") {
 		t.Fatal("no requests counted")
+	}
+	checkDrainsEnded(t, e, swaps)
+}
+
+// waitNoDraining waits until the app web has no version draining.
+func waitNoDraining(t *testing.T, e *env, what string, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, what, timeout, func() bool {
+		for _, v := range e.appStatus("web").Versions {
+			if v.State == supervisor.StateDraining {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// checkDrainsEnded checks the daemon's log after swaps behind an outer
+// proxy: every old version drained, and none had to wait for its
+// drain_timeout to cut the outer proxy's connections.
+func checkDrainsEnded(t *testing.T, e *env, swaps int) {
+	t.Helper()
+	logs := e.logs.String()
+	t.Logf("drains: %q", regexp.MustCompile(`version=v\S* took=\S+`).FindAllString(logs, -1))
+	if n := strings.Count(logs, "drain deadline"); n > 0 {
+		t.Errorf("%d drains reached drain_timeout: the outer proxy kept connections to an old version", n)
+	}
+	if n := strings.Count(logs, "msg=drained"); n != swaps {
+		t.Errorf("%d drains logged, want %d", n, swaps)
 	}
 }
