@@ -42,7 +42,7 @@ func (d *Daemon) adoptAll() []*App {
 // care of (serving adopted processes, or stopped on purpose).
 func (a *App) adopt(sa stateApp) bool {
 	a.mu.Lock()
-	a.previous, a.last, a.userStopped = sa.Previous, sa.Last, sa.Stopped
+	a.previous, a.last, a.lastConfigured, a.userStopped = sa.Previous, sa.Last, sa.Configured, sa.Stopped
 	a.mu.Unlock()
 	if sa.Paused {
 		a.setPaused(true)
@@ -69,7 +69,8 @@ func (a *App) adopt(sa stateApp) bool {
 	v := a.adoptVersion(*sa.Serving)
 	if v == nil {
 		// Nothing survived: boot starts the version that served, not the
-		// one deploy.toml names (a deploy that happened stays done).
+		// one deploy.toml names (a deploy that happened stays done),
+		// unless deploy.toml was edited since (startVersionLocked).
 		a.mu.Lock()
 		a.last = sa.Serving.Version
 		a.mu.Unlock()
@@ -86,7 +87,7 @@ func (a *App) adopt(sa stateApp) bool {
 	a.mu.Lock()
 	a.serving, a.state = v, StateServing
 	if a.last == "" {
-		a.last = v.name
+		a.setLastLocked(v.name)
 	}
 	a.mu.Unlock()
 	a.watch(v) // an instance that did not survive is restarted from here

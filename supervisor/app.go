@@ -62,11 +62,15 @@ type App struct {
 	serving  *version
 	previous string // the version that served before the last swap
 	last     string // the version to start again after a stop
-	draining map[*version]struct{}
-	drains   sync.WaitGroup // one per version in draining
-	state    string         // when nothing serves: starting, stopped or failed
-	lastErr  string
-	paused   bool
+	// lastConfigured is deploy.toml's version when last was set: if the
+	// file names another one at the next start, the edit is the newer
+	// decision and wins (startVersionLocked).
+	lastConfigured string
+	draining       map[*version]struct{}
+	drains         sync.WaitGroup // one per version in draining
+	state          string         // when nothing serves: starting, stopped or failed
+	lastErr        string
+	paused         bool
 	// userStopped: stopped by `deployer stop`; boot retries leave it alone.
 	userStopped bool
 }
@@ -120,10 +124,7 @@ func (a *App) startLocked(ctx context.Context, op, name string, progress progres
 		return &Result{OK: true, App: a.name, Op: op, NewVersion: v.name}, nil
 	}
 	if name == "" {
-		name = a.last
-	}
-	if name == "" {
-		name = a.cfg.Load().Version
+		name = a.startVersionLocked()
 	}
 	a.state = StateStarting
 	a.userStopped = false
@@ -149,7 +150,8 @@ func (a *App) startLocked(ctx context.Context, op, name string, progress progres
 	}
 	res.ReadyMS, res.SwitchMS, res.TrafficMoved = res.DurationMS, res.DurationMS, true
 	a.mu.Lock()
-	a.serving, a.last, a.lastErr = v, name, ""
+	a.serving, a.lastErr = v, ""
+	a.setLastLocked(name)
 	a.mu.Unlock()
 	a.watch(v)
 	a.d.saveState()
@@ -215,7 +217,8 @@ func (a *App) Swap(ctx context.Context, op, name string, waitDrain bool, progres
 		return res, nil
 	}
 	a.mu.Lock()
-	a.serving, a.previous, a.last, a.lastErr = v, old.name, name, ""
+	a.serving, a.previous, a.lastErr = v, old.name, ""
+	a.setLastLocked(name)
 	a.draining[old] = struct{}{}
 	old.drainDeadline = time.Now().Add(old.cfg.DrainTimeout)
 	a.drains.Add(1)
@@ -317,7 +320,8 @@ func (a *App) stopLocked(progress progressFunc) (*Result, error) {
 		a.mu.Unlock()
 		return &Result{OK: true, App: a.name, Op: "stop"}, nil
 	}
-	a.serving, a.last, a.state = nil, v.name, StateStopped
+	a.serving, a.state = nil, StateStopped
+	a.setLastLocked(v.name)
 	a.draining[v] = struct{}{}
 	v.drainDeadline = time.Now().Add(v.cfg.DrainTimeout)
 	a.drains.Add(1)
@@ -330,6 +334,29 @@ func (a *App) stopLocked(progress progressFunc) (*Result, error) {
 	progress("%s stopped", a.name)
 	return &Result{OK: true, App: a.name, Op: "stop", OldVersion: v.name, CutRequests: cut,
 		DurationMS: time.Since(start).Milliseconds()}, nil
+}
+
+// setLastLocked records name as the version to start again, with the
+// version deploy.toml names now. a.mu is held.
+func (a *App) setLastLocked(name string) {
+	a.last, a.lastConfigured = name, a.cfg.Load().Version
+}
+
+// startVersionLocked is the version a start launches when none is named:
+// the one that served last, so that a restart of the daemon (a reboot)
+// never undoes a swap; but deploy.toml's version when it was edited since
+// that one served, or when nothing served yet. a.mu is held.
+func (a *App) startVersionLocked() string {
+	configured := a.cfg.Load().Version
+	switch {
+	case a.last == "":
+		return configured
+	case a.lastConfigured != "" && a.lastConfigured != configured && a.last != configured:
+		a.log.Info("deploy.toml names another version since the last one served: starting it",
+			"version", configured, "last_served", a.last, "configured_then", a.lastConfigured)
+		return configured
+	}
+	return a.last
 }
 
 func (a *App) fail(err error) {

@@ -155,13 +155,27 @@ func (d *Daemon) apply(old, cfg *Config) {
 		d.log.Info("app removed: draining", "app", a.name)
 		go func() {
 			a.shutdown()
-			d.proxy.RemoveApp(a.name)
-			d.holds.Remove(a.name)
+			d.forgetApp(a)
 			d.saveState()
 		}()
 	}
 	d.log.Info("deploy.toml reloaded", "apps", len(cfg.Apps), "added", len(added), "removed", len(removed))
 	d.saveState()
+}
+
+// forgetApp takes removed app a, whose processes have stopped, out of the
+// proxy and the hold watcher, unless deploy.toml added an app of the same
+// name back meanwhile: that one has the proxy's entry and the hold watch of
+// that name now. d.mu makes the check and the removal one step against
+// apply, which adds apps under it.
+func (d *Daemon) forgetApp(a *App) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.apps[a.name] != nil {
+		return
+	}
+	d.proxy.RemoveApp(a.name)
+	d.holds.Remove(a.name)
 }
 
 // routesOf lists cfg's routes in the proxy's terms and checks them.

@@ -21,12 +21,15 @@ type stateFile struct {
 }
 
 type stateApp struct {
-	Serving  *stateVersion  `json:"serving,omitempty"`
-	Previous string         `json:"previous,omitempty"`
-	Last     string         `json:"last,omitempty"` // started again after a stop
-	Paused   bool           `json:"paused"`
-	Stopped  bool           `json:"stopped,omitempty"` // by `deployer stop`
-	Draining []stateVersion `json:"draining,omitempty"`
+	Serving  *stateVersion `json:"serving,omitempty"`
+	Previous string        `json:"previous,omitempty"`
+	Last     string        `json:"last,omitempty"` // started again after a stop
+	// Configured is deploy.toml's version when Last was recorded; another
+	// one there at the next start wins over Last (an edit since).
+	Configured string         `json:"configured,omitempty"`
+	Paused     bool           `json:"paused"`
+	Stopped    bool           `json:"stopped,omitempty"` // by `deployer stop`
+	Draining   []stateVersion `json:"draining,omitempty"`
 }
 
 type stateVersion struct {
@@ -76,7 +79,7 @@ func (d *Daemon) saveState() {
 func (a *App) persisted() stateApp {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	sa := stateApp{Previous: a.previous, Last: a.last, Paused: a.paused, Stopped: a.userStopped}
+	sa := stateApp{Previous: a.previous, Last: a.last, Configured: a.lastConfigured, Paused: a.paused, Stopped: a.userStopped}
 	if a.serving != nil {
 		sv := a.serving.persisted()
 		sa.Serving = &sv

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -192,4 +193,38 @@ func TestStopThenStart(t *testing.T) {
 		t.Fatalf("after start: %s %s", st.State, st.Version)
 	}
 	_ = strconv.Itoa
+}
+
+// Which version a new daemon starts after a clean shutdown: the one that
+// served last (a reboot never undoes a swap), unless deploy.toml's version
+// was edited since it served; then the edit, the newer decision, wins.
+func TestStartAfterShutdown(t *testing.T) {
+	e := newEnv(t)
+	e.basicConfig("")
+	e.release("v3")
+	e.start()
+	e.mustCLI("swap", "web", "v2")
+	e.stopDaemon()
+
+	e.start()
+	if st := e.appStatus("web"); st.Version != "v2" {
+		t.Fatalf("after a restart of the daemon: serving %q, want v2 (the swap stays done)", st.Version)
+	}
+	e.stopDaemon()
+
+	e.writeConfig(strings.Replace(basicConfigText("", ""), `version = "v1"`, `version = "v3"`, 1))
+	e.start()
+	if st := e.appStatus("web"); st.Version != "v3" {
+		t.Fatalf("after version = \"v3\" was written to deploy.toml: serving %q, want v3", st.Version)
+	}
+	if !strings.Contains(e.logs.String(), "deploy.toml names another version since the last one served") {
+		t.Errorf("the daemon did not say why it starts v3 rather than v2:\n%s", e.logs.String())
+	}
+	e.stopDaemon()
+
+	// v3 served last with v3 configured: it starts again.
+	e.start()
+	if st := e.appStatus("web"); st.Version != "v3" {
+		t.Fatalf("third restart: serving %q, want v3", st.Version)
+	}
 }

@@ -234,3 +234,55 @@ func TestReloadPendingAndInvalidUnderLoad(t *testing.T) {
 		t.Fatalf("failed requests to web: %s", got)
 	}
 }
+
+// An app removed from deploy.toml and added back while its old processes
+// still drain (a slow request keeps them) is served by its new processes
+// once the old ones stop: the end of the old drain must not take the app
+// out of the proxy or stop watching its hold file.
+func TestReloadRemoveThenAddBack(t *testing.T) {
+	e := newEnv(t)
+	web := reloadApp("web", `["127.0.0.1", "web.test"]`)
+	api := reloadApp("api", `["api.test"]`, `drain_timeout = "10s"`)
+	e.writeConfig(reloadConfig("%ADDR%", web, api))
+	e.start("web", "api")
+	oldPID := e.instance("api", 0).PID
+
+	slow := make(chan int, 1)
+	go func() {
+		code, _, _ := hostGet(t, &http.Client{Timeout: 20 * time.Second}, e.url("/slow?d=3s"), "api.test")
+		slow <- code
+	}()
+	waitFor(t, "the slow request in flight", 5*time.Second, func() bool { return e.appStatus("api").InFlight == 1 })
+
+	e.replaceConfig(reloadConfig("%ADDR%", web))
+	waitFor(t, "api.test answered 404 once api is removed", 5*time.Second, func() bool {
+		code, _, _ := hostGet(t, http.DefaultClient, e.url("/"), "api.test")
+		return code == 404
+	})
+	if syscall.Kill(oldPID, 0) != nil {
+		t.Fatal("api's old process stopped while its slow request was in flight")
+	}
+	e.replaceConfig(reloadConfig("%ADDR%", web, api))
+	waitFor(t, "api served again", 10*time.Second, func() bool { return servedBy(t, e, "api.test", "api") })
+
+	if code := <-slow; code != 200 {
+		t.Fatalf("the slow request to the removed api answered %d, want 200", code)
+	}
+	waitFor(t, "api's old process stopped", 10*time.Second, func() bool {
+		return syscall.Kill(oldPID, 0) == syscall.ESRCH
+	})
+	time.Sleep(200 * time.Millisecond) // what follows the old drain has run
+	for i := range 20 {
+		if !servedBy(t, e, "api.test", "api") {
+			t.Fatalf("request %d to api.test after the old api stopped: not served by api (status %+v)", i, e.appStatus("api"))
+		}
+	}
+
+	// The hold file of the app added back is still watched.
+	if err := os.WriteFile(filepath.Join(e.dir, "run", "api", "hold"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.waitState("api", supervisor.StatePaused, 5*time.Second)
+	os.Remove(filepath.Join(e.dir, "run", "api", "hold"))
+	e.waitState("api", supervisor.StateServing, 5*time.Second)
+}
