@@ -113,9 +113,10 @@ func parseEnvFile(src []byte, name string) ([]string, error) {
 		}
 		if !envKeyRE.MatchString(key) {
 			if strings.TrimRight(key, " \t") != key {
-				return nil, problem("space before = in %q: write KEY=VALUE", strings.TrimRight(key, " \t"))
+				return nil, problem("space before =: write KEY=VALUE")
 			}
-			return nil, problem("%q is not a variable name: letters, digits and _, not starting with a digit", key)
+			// The text is not quoted: a broken line may hold a secret.
+			return nil, problem("the text before = is not a variable name: letters, digits and _, not starting with a digit")
 		}
 		if strings.HasPrefix(key, "DEPLOYER_") {
 			return nil, problem("%s: the DEPLOYER_ variables are set by deployer", key)
@@ -163,7 +164,8 @@ func envValue(raw string) (string, string) {
 		return "", fmt.Sprintf("no closing %c (a value spans one line; write \\n for a newline inside double quotes)", q)
 	}
 	if after := strings.TrimLeft(raw[i+1:], " \t"); after != "" && after[0] != '#' {
-		return "", fmt.Sprintf("text after the closing %c: %q", q, after)
+		// Not quoted: it is part of what was meant as the value.
+		return "", fmt.Sprintf("text after the closing %c (only a # comment may follow a quoted value)", q)
 	}
 	return b.String(), ""
 }

@@ -44,13 +44,14 @@ func TestParseEnvFile(t *testing.T) {
 		msg  string
 	}{
 		{"A=1\nnot a variable\n", 2, "want KEY=VALUE, found no ="},
-		{"A =1\n", 1, `space before = in "A": write KEY=VALUE`},
-		{"1A=1\n", 1, `"1A" is not a variable name`},
-		{"A-B=1\n", 1, `"A-B" is not a variable name`},
+		{"A =1\n", 1, `space before =: write KEY=VALUE`},
+		{"1A=1\n", 1, `the text before = is not a variable name`},
+		{"A-B=1\n", 1, `the text before = is not a variable name`},
+		{"TOKEN: s3cr3t=1\n", 1, `the text before = is not a variable name`},
 		{"DEPLOYER_APP=x\n", 1, "DEPLOYER_APP: the DEPLOYER_ variables are set by deployer"},
 		{"A=\"open\n", 1, `A: no closing " (a value spans one line`},
 		{"A='open\n", 1, "A: no closing '"},
-		{"A=\"x\" y\n", 1, `A: text after the closing ": "y"`},
+		{"A=\"s3cr3t\" s3cr3t\n", 1, `A: text after the closing " (only a # comment may follow`},
 		{"A=\"\\q\"\n", 1, `A: unknown escape \q`},
 		{"A=x\x00y\n", 1, "A: the value holds a NUL byte"},
 	} {
@@ -58,6 +59,10 @@ func TestParseEnvFile(t *testing.T) {
 		var ee *EnvFileError
 		if !errors.As(err, &ee) || ee.Line != tc.line || !strings.Contains(ee.Msg, tc.msg) || !strings.HasPrefix(err.Error(), "web.env:") {
 			t.Errorf("%q: %v, want web.env:%d: …%s…", tc.src, err, tc.line, tc.msg)
+		}
+		// Errors end up in logs, swap output and status: never a value.
+		if err != nil && strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("%q: the error %q shows the line's text", tc.src, err)
 		}
 	}
 }
