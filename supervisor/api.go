@@ -71,6 +71,10 @@ const (
 	OutcomeOK      = "ok"
 	OutcomeFailed  = "failed"
 	OutcomeTimeout = "timeout" // SwapRequest.Timeout passed
+	// OutcomeUnknown is never sent by the daemon: the CLI reports it when
+	// the daemon's result did not reach it (the connection was lost, or
+	// nothing came long after --timeout).
+	OutcomeUnknown = "unknown"
 )
 
 // Result ends every streamed operation.

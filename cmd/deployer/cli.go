@@ -19,6 +19,7 @@ const (
 	exitFailed  = 1 // the operation failed, or no daemon answered
 	exitUsage   = 2 // bad arguments or an invalid deploy.toml
 	exitTimeout = 3 // swap, rollback, restart: --timeout passed
+	exitUnknown = 4 // the daemon's answer never came: what happened is unknown
 )
 
 // defaultConfigPath is read when neither -c nor $DEPLOYER_CONFIG names a file.

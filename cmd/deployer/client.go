@@ -38,6 +38,10 @@ const (
 // the daemon died or closed the connection, and the outcome is unknown.
 var errConnectionLost = errors.New("connection to daemon lost")
 
+// errNoAnswer means the daemon kept the connection but never answered in
+// time: as with errConnectionLost, the outcome is unknown.
+var errNoAnswer = errors.New("no answer from the daemon")
+
 // client talks to a running daemon over its control socket, the API in
 // supervisor/api.go. Its methods return *noDaemonError when nothing answers
 // and *apiError for a non-2xx answer.

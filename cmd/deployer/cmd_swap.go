@@ -29,8 +29,10 @@ const swapExits = `0  VERSION serves all new traffic (with --wait-drain: and the
    stopped and the old version keeps serving untouched, as with 1. After
    (only with --wait-drain): VERSION serves all new traffic and the old
    version drains on. The output says which; with --json see
-   "traffic_moved". No answer from the daemon at all 10s past the timeout
-   is exit 3 too, the outcome then unknown: see 'deployer status'`
+   "traffic_moved"
+4  the outcome is unknown: the connection to the daemon was lost before
+   its result (the daemon died or was killed), or no result came 10s
+   past --timeout. 'deployer status APP' shows what serves`
 
 const (
 	waitDrainUsage = "return only once the old version has drained and stopped too"
@@ -137,7 +139,9 @@ func stopCommand() *command {
 queue_timeout, until 'deployer start APP' starts it again.`,
 		exits: `0  APP is stopped
 1  APP could not be stopped, or no daemon is running
-2  bad usage, unknown app or invalid deploy.toml`,
+2  bad usage, unknown app or invalid deploy.toml
+4  the connection to the daemon was lost before its result: see
+   'deployer status APP'`,
 		example: "deployer stop web",
 		run: func(ctx context.Context, inv *invocation) error {
 			return inv.operateOnApp(ctx, "stop", supervisor.SwapRequest{})
@@ -180,8 +184,8 @@ func (f *opFlags) budget() budget {
 	return budget{start: time.Now(), timeout: time.Duration(f.timeout)}
 }
 
-// budget is the time a command may take: timeout from start. The zero
-// value bounds nothing.
+// budget is the time a command may take: timeout from start. A zero
+// timeout bounds nothing.
 type budget struct {
 	start   time.Time
 	timeout time.Duration
@@ -222,7 +226,7 @@ func (inv *invocation) operateOnApp(ctx context.Context, op string, req supervis
 
 // operate runs a streamed operation with no deadline of its own.
 func (inv *invocation) operate(ctx context.Context, cl *client, app, op string, req supervisor.SwapRequest) error {
-	return inv.operateBy(ctx, budget{}, cl, app, op, req)
+	return inv.operateBy(ctx, budget{start: time.Now()}, cl, app, op, req)
 }
 
 // operateBy runs a streamed operation and prints it: each progress event as
@@ -252,8 +256,13 @@ func (inv *invocation) operateBy(ctx context.Context, b budget, cl *client, app,
 	}
 	res, raw, err := cl.operate(ctx, app, op, req, progress)
 	if err != nil {
-		if errors.Is(context.Cause(ctx), errNoResult) {
-			return inv.noResult(app, op, req.Version, b)
+		switch {
+		case errors.Is(context.Cause(ctx), errNoResult):
+			return inv.unknownResult(app, op, req.Version, b,
+				fmt.Sprintf("no result from the daemon within %s after --timeout", timeoutGrace))
+		case errors.Is(err, errConnectionLost):
+			return inv.unknownResult(app, op, req.Version, b,
+				"the connection to the daemon was lost before its result")
 		}
 		return err
 	}
@@ -279,17 +288,26 @@ func (inv *invocation) operateBy(ctx context.Context, b budget, cl *client, app,
 	return errReported
 }
 
-// noResult reports an operation whose result did not come within
-// timeoutGrace after its --timeout: on stderr, and with --json as a result
-// on stdout too, so that a CI step always has one JSON object to read.
-func (inv *invocation) noResult(app, op, version string, b budget) error {
-	msg := fmt.Sprintf("%s: no result from the daemon within %s after --timeout; the outcome is unknown: see 'deployer status %s'",
-		op, timeoutGrace, app)
+// unknownResult reports an operation whose result never arrived (why
+// says why): on stderr, and with --json as a result on stdout too, so that
+// a CI step always has one JSON object to read. Nothing is claimed about
+// what serves, the daemon may have swapped or not: the result has no
+// "traffic_moved".
+func (inv *invocation) unknownResult(app, op, version string, b budget, why string) error {
+	msg := fmt.Sprintf("%s; the outcome is unknown: see 'deployer status %s'", why, app)
 	if inv.asJSON {
-		res := supervisor.Result{
-			App: app, Op: op, NewVersion: version, Outcome: supervisor.OutcomeTimeout, Error: msg,
-			DurationMS: time.Since(b.start).Milliseconds(),
-			TimeoutMS:  b.timeout.Milliseconds(),
+		res := struct {
+			OK         bool   `json:"ok"`
+			Outcome    string `json:"outcome"`
+			App        string `json:"app"`
+			Op         string `json:"op"`
+			NewVersion string `json:"new_version,omitempty"`
+			Error      string `json:"error"`
+			DurationMS int64  `json:"duration_ms"`
+			TimeoutMS  int64  `json:"timeout_ms,omitempty"`
+		}{
+			Outcome: supervisor.OutcomeUnknown, App: app, Op: op, NewVersion: version, Error: msg,
+			DurationMS: time.Since(b.start).Milliseconds(), TimeoutMS: b.timeout.Milliseconds(),
 		}
 		out, err := json.MarshalIndent(res, "", "  ")
 		if err != nil {
@@ -298,7 +316,7 @@ func (inv *invocation) noResult(app, op, version string, b budget) error {
 		fmt.Fprintf(inv.stdout, "%s\n", out)
 	}
 	fmt.Fprintf(inv.stderr, "%s: %s\n", inv.prefix(), msg)
-	return errTimeoutReported
+	return errUnknownReported
 }
 
 // clock formats an event's time for a progress line; local time of day is

@@ -140,12 +140,28 @@ func TestSwapConnectionLost(t *testing.T) {
 	d.handle("POST /v1/apps/web/swap", stream(progress(at(12, 0, 1), "launching v2")))
 
 	got := run(t, "swap", "-c", cfg, "v2")
-	wantCode(t, got, exitFailed)
+	wantCode(t, got, exitUnknown)
 	if got.stdout != "12:00:01 launching v2\n" {
 		t.Errorf("stdout = %q", got.stdout)
 	}
-	if want := "deployer swap: connection to daemon lost\n"; got.stderr != want {
+	want := "deployer swap: the connection to the daemon was lost before its result; the outcome is unknown: see 'deployer status web'\n"
+	if got.stderr != want {
 		t.Errorf("stderr = %q, want %q", got.stderr, want)
+	}
+
+	// With --json: one result for CI, outcome unknown, and nothing said
+	// about traffic (the daemon may have swapped).
+	got = run(t, "swap", "-c", cfg, "v2", "--json")
+	wantCode(t, got, exitUnknown)
+	var m map[string]any
+	if err := json.Unmarshal([]byte(got.stdout), &m); err != nil {
+		t.Fatalf("stdout is not one JSON result: %v\n%s", err, got.stdout)
+	}
+	if m["ok"] != false || m["outcome"] != supervisor.OutcomeUnknown || m["app"] != "web" || m["new_version"] != "v2" {
+		t.Errorf("result = %v", m)
+	}
+	if _, ok := m["traffic_moved"]; ok {
+		t.Errorf("result claims traffic_moved: %v", m)
 	}
 }
 
@@ -287,7 +303,7 @@ func TestSwapTimeout(t *testing.T) {
 }
 
 // TestSwapNoResult: a daemon that never ends the stream is given up on
-// timeoutGrace after --timeout, exit 3, with a JSON result for CI.
+// timeoutGrace after --timeout, exit 4 (unknown), with a JSON result for CI.
 func TestSwapNoResult(t *testing.T) {
 	defer func(g time.Duration) { timeoutGrace = g }(timeoutGrace)
 	timeoutGrace = 200 * time.Millisecond
@@ -299,7 +315,7 @@ func TestSwapNoResult(t *testing.T) {
 	})
 	start := time.Now()
 	got := run(t, "swap", "v2", "--json", "--timeout", "100ms", "-c", cfg)
-	wantCode(t, got, exitTimeout)
+	wantCode(t, got, exitUnknown)
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("gave up after %s, want about 300ms", took)
 	}
@@ -307,7 +323,7 @@ func TestSwapNoResult(t *testing.T) {
 	if err := json.Unmarshal([]byte(got.stdout), &res); err != nil {
 		t.Fatalf("stdout is not one JSON result: %v\n%s", err, got.stdout)
 	}
-	if res.OK || res.Outcome != supervisor.OutcomeTimeout || res.App != "web" || res.NewVersion != "v2" || res.TimeoutMS != 100 {
+	if res.OK || res.Outcome != supervisor.OutcomeUnknown || res.App != "web" || res.NewVersion != "v2" || res.TimeoutMS != 100 {
 		t.Errorf("result = %+v", res)
 	}
 	if !strings.Contains(got.stderr, "outcome is unknown") {

@@ -42,7 +42,9 @@ SIGHUP to the daemon (systemctl reload) does the same.`,
 		exits: `0  the new daemon serves; the old one drains and exits
 1  the new binary failed (the old daemon serves on), the upgrade was
    refused, or no daemon is running
-2  bad usage or invalid deploy.toml`,
+2  bad usage or invalid deploy.toml
+4  the connection to the old daemon was lost before its answer, or no
+   answer came: which daemon serves is unknown; 'deployer status' tells`,
 		example: "deployer -c /srv/app/deploy.toml upgrade",
 		run:     runUpgrade,
 	}
@@ -90,7 +92,7 @@ func (c *client) upgrade(ctx context.Context) (*supervisor.UpgradeResult, []byte
 	}
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, nil, fmt.Errorf("no answer from the daemon within %s; 'deployer status' shows which daemon serves", upgradeWait)
+			return nil, nil, fmt.Errorf("%w within %s; 'deployer status' shows which daemon serves", errNoAnswer, upgradeWait)
 		}
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()

@@ -86,7 +86,7 @@ func TestUpgrade(t *testing.T) {
 				conn.Close()
 			}
 		},
-		wantCode:   exitFailed,
+		wantCode:   exitUnknown,
 		wantStderr: "deployer upgrade: connection to daemon lost during the upgrade; 'deployer status' shows which daemon serves\n",
 	}, {
 		name: "not JSON",

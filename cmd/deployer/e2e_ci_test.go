@@ -193,6 +193,19 @@ ready_timeout = "3s"
 	}
 	serving("v5")
 
+	// deployer's result never came (its daemon was killed mid-swap: the
+	// CLI exits 4, TestSwapConnectionLost): deploy.sh claims nothing, exit 6.
+	lost := filepath.Join(t.TempDir(), "deployer-lost")
+	stub := "#!/bin/sh\necho '{\"ok\": false, \"outcome\": \"unknown\", \"app\": \"web\", \"op\": \"swap\", " +
+		"\"error\": \"the connection to the daemon was lost before its result; the outcome is unknown\"}'\nexit 4\n"
+	if err := os.WriteFile(lost, []byte(stub), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, code, _ = deploy("v6", "", "DEPLOYER="+lost)
+	if code != 6 || !strings.Contains(out, "outcome of the swap of web to v6 is unknown") || strings.Contains(out, "untouched") {
+		t.Errorf("deploying v6 with the daemon's result lost: exit %d, want 6", code)
+	}
+
 	// Bad input is refused before anything is built.
 	if _, code, _ = deploy("-v6", ""); code != 2 {
 		t.Errorf("deploy.sh -v6: exit %d, want 2", code)

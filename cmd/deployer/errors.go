@@ -59,6 +59,10 @@ var errReported = errors.New("failure reported")
 // "too slow" from "broken".
 var errTimeoutReported = errors.New("timeout reported")
 
+// errUnknownReported is errReported for an operation whose result never
+// arrived (cmd_swap.go): neither success nor failure can be claimed.
+var errUnknownReported = errors.New("unknown outcome reported")
+
 // exit reports err on stderr, unless it has been reported, and returns the
 // exit status for it. It is the one place errors become exit statuses.
 func (inv *invocation) exit(err error) int {
@@ -76,6 +80,11 @@ func (inv *invocation) exit(err error) int {
 		return exitFailed
 	case errors.Is(err, errTimeoutReported):
 		return exitTimeout
+	case errors.Is(err, errUnknownReported):
+		return exitUnknown
+	case errors.Is(err, errConnectionLost), errors.Is(err, errNoAnswer):
+		fmt.Fprintf(inv.stderr, "%s: %v\n", inv.prefix(), err)
+		return exitUnknown
 	case errors.As(err, &usage):
 		fmt.Fprintf(inv.stderr, "%s: %s\n", inv.prefix(), usage.msg)
 		fmt.Fprintf(inv.stderr, "usage: %s\n", inv.usage())

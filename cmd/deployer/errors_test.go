@@ -38,7 +38,7 @@ func TestExit(t *testing.T) {
 			"deployer swap: bad version\n"},
 		{"swap running", &apiError{status: 409, body: supervisor.APIError{Error: "a swap of web is running", Code: "swap_running"}}, exitFailed,
 			"deployer swap: a swap of web is running\n"},
-		{"lost", errConnectionLost, exitFailed, "deployer swap: connection to daemon lost\n"},
+		{"lost", errConnectionLost, exitUnknown, "deployer swap: connection to daemon lost\n"},
 		{"anything else", context.DeadlineExceeded, exitFailed, "deployer swap: context deadline exceeded\n"},
 	}
 	for _, tt := range tests {

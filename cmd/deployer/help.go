@@ -58,7 +58,8 @@ Flags of every command:
 	writeFlags(w, global)
 	fmt.Fprint(w, `
 Exit status: 0 done; 1 failed, or no daemon is running; 2 bad usage or an
-invalid deploy.toml; 3 (swap, rollback, restart) --timeout passed.
+invalid deploy.toml; 3 (swap, rollback, restart) --timeout passed; 4 the
+daemon's answer was lost (the connection dropped): the outcome is unknown.
 
 Run 'deployer help COMMAND' for a command's flags, exit statuses and an example.
 `)

@@ -27,6 +27,8 @@
 #   3  deployer swap --timeout passed before VERSION served: old version untouched
 #   4  VERSION served but failed the smoke test: rolled back to the version before
 #   5  VERSION failed the smoke test and the rollback failed too: look now
+#   6  the swap's outcome is unknown (deployer lost its daemon, or ssh
+#      dropped, before the result): look now with 'deployer status APP'
 set -u
 
 APP=${DEPLOY_APP:-web}
@@ -105,8 +107,9 @@ else
 fi
 
 # 3. Swap. deployer prints one JSON object; its exit status says what
-# happened (0 ok, 1 failed, 2 usage, 3 timed out), ssh's 255 that we never
-# got there.
+# happened (0 ok, 1 failed, 2 usage, 3 timed out, 4 unknown: the daemon's
+# result never came), ssh's 255 that the connection failed, perhaps
+# halfway.
 say "swapping $APP to $VERSION (timeout $TIMEOUT)"
 result=$(remote "$(q "$DEPLOYER") -c $(q "$CONFIG") swap $(q "$APP") $(q "$VERSION") --json --timeout $(q "$TIMEOUT")")
 status=$?
@@ -128,7 +131,8 @@ case $status in
 		die 3 "$APP $VERSION was not serving within $TIMEOUT; ${old:-the old version} serves on, untouched"
 	fi
 	;;
-255) die 1 "ssh to $DEPLOY_HOST failed; the swap may not have run: check 'deployer status $APP' there" ;;
+4) die 6 "the outcome of the swap of $APP to $VERSION is unknown (${reason:-no result from deployer}): check 'deployer status $APP' on $DEPLOY_HOST" ;;
+255) die 6 "ssh to $DEPLOY_HOST failed during the swap; it may or may not have run: check 'deployer status $APP' there" ;;
 *) die 1 "deployer swap exited $status: ${reason:-see above}" ;;
 esac
 ms=$(field duration_ms)
