@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -302,5 +304,74 @@ func TestStreamConcurrentProgress(t *testing.T) {
 		if last := i == len(lines)-1; (ev.Type == "result") != last {
 			t.Fatalf("line %d is a %q event", i, ev.Type)
 		}
+	}
+}
+
+// The control socket listens from the daemon's start but is served only
+// once the daemon is ready (its apps adopted): until then a call waits, so
+// that after an upgrade the old daemon, which shares the socket, answers it.
+func TestControlServedOnceReady(t *testing.T) {
+	stateDir := socketDir(t)
+	cfg := loadString(t, fmt.Sprintf(`
+[deployer]
+listen = ""
+state_dir = %q
+[apps.web]
+command = ["/bin/false"]
+version = "v1"
+`, stateDir))
+	inReady, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	releaseReady := func() { releaseOnce.Do(func() { close(release) }) }
+	d, err := NewDaemon(cfg, DaemonOptions{
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		Ready: func() error {
+			close(inReady)
+			<-release
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		releaseReady()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	select {
+	case <-inReady:
+	case err := <-done:
+		t.Fatalf("Run returned before ready: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon never got ready")
+	}
+
+	conn, err := net.Dial("unix", d.layout.ControlSocket())
+	if err != nil {
+		t.Fatalf("the control socket does not accept connections while the daemon starts: %v", err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /v1/status HTTP/1.1\r\nHost: deployer\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := conn.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a control call before the daemon is ready was answered (%d bytes, %v)", n, err)
+	}
+	releaseReady()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("the waiting call was not answered once ready: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("status once ready: %s", res.Status)
 	}
 }

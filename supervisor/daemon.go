@@ -182,12 +182,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := os.MkdirAll(cfg.Deployer.StateDir, 0o755); err != nil {
 		return fmt.Errorf("supervisor: state dir: %w", err)
 	}
+	// The TLS key pair is loaded before anything listens: a pair that does
+	// not load stops this daemon before it accepts a connection it would
+	// drop (after an upgrade, the old daemon serves on).
+	tlsStore, err := d.loadTLS()
+	if err != nil {
+		return err
+	}
 	ctrlL, err := d.listenControl()
 	if err != nil {
 		return err
 	}
+	defer ctrlL.Close()
 	ctrl := &http.Server{Handler: d.controlHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go ctrl.Serve(ctrlL)
 	defer ctrl.Close()
 
 	// Redis routes (or their cache) are in the table before the proxy
@@ -202,12 +209,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer stopObserving()
 	var pubs []*publicServer
-	// The TLS key pair is loaded before any public listener serves: a pair
-	// that does not load stops this daemon before it accepts a connection
-	// it would drop (after an upgrade, the old daemon serves on).
-	if pub, err := d.startTLS(); err != nil {
-		return err
-	} else if pub != nil {
+	if tlsStore != nil {
+		pub, err := d.serveTLS(tlsStore)
+		if err != nil {
+			return err
+		}
 		pubs = append(pubs, pub)
 	}
 	if addr := cfg.Deployer.Listen; addr != "" {
@@ -253,6 +259,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fmt.Errorf("supervisor: ready: %w", err)
 		}
 	}
+	// Control calls are served only now, with every app adopted or about to
+	// boot. After an upgrade the old daemon shares the control socket and
+	// answered every call until here: a swap accepted by this one before
+	// its apps were adopted would have acted on apps it did not know yet.
+	go ctrl.Serve(ctrlL)
 	d.log.Info("deployer started", "config", cfg.Path, "control", d.layout.ControlSocket(), "pid", os.Getpid(), "build", CurrentBuild().String())
 	for _, a := range boot {
 		if d.opts.OnlyApp == "" || d.opts.OnlyApp == a.name {

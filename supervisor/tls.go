@@ -48,14 +48,27 @@ const (
 // opts.Listen, so an upgrade hands it to the next daemon like the plain
 // one. The certificate files are watched until the daemon stops (d.ctx).
 func (d *Daemon) startTLS() (*publicServer, error) {
+	store, err := d.loadTLS()
+	if err != nil || store == nil {
+		return nil, err
+	}
+	return d.serveTLS(store)
+}
+
+// loadTLS loads the HTTPS key pair (nil, nil without tls_listen). Run calls
+// it before it listens on anything, so that a pair that does not load stops
+// a new daemon before it accepts a connection.
+func (d *Daemon) loadTLS() (*certStore, error) {
 	pc := d.config().Deployer.Public
 	if pc.TLSListen == "" {
 		return nil, nil
 	}
-	store, err := newCertStore(pc.TLSCert, pc.TLSKey, d.log)
-	if err != nil {
-		return nil, err
-	}
+	return newCertStore(pc.TLSCert, pc.TLSKey, d.log)
+}
+
+// serveTLS listens on tls_listen and serves HTTPS with store's pair.
+func (d *Daemon) serveTLS(store *certStore) (*publicServer, error) {
+	pc := d.config().Deployer.Public
 	l, err := d.opts.Listen("tcp", pc.TLSListen)
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: listen %s (TLS): %w", pc.TLSListen, err)
