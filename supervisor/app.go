@@ -49,6 +49,10 @@ type App struct {
 	logs *LogBuffer
 	log  *slog.Logger
 	cfg  atomic.Pointer[AppConfig]
+	// reloaded is closed when a reload gives the app a new config
+	// (setConfig), then replaced: loops that wait on a setting wake up.
+	reloadMu sync.Mutex
+	reloaded chan struct{}
 
 	// op serialises operations; a second one is refused (acquireOp), never
 	// queued: a CI job should learn at once that another deploy is running.
@@ -83,9 +87,27 @@ func newApp(d *Daemon, cfg *AppConfig) *App {
 		log:      d.log.With("app", cfg.Name),
 		draining: make(map[*version]struct{}),
 		state:    StateStopped,
+		reloaded: make(chan struct{}),
 	}
 	a.cfg.Store(cfg)
 	return a
+}
+
+// setConfig gives the app the config of a reload and wakes whoever waits
+// on its settings.
+func (a *App) setConfig(cfg *AppConfig) {
+	a.cfg.Store(cfg)
+	a.reloadMu.Lock()
+	close(a.reloaded)
+	a.reloaded = make(chan struct{})
+	a.reloadMu.Unlock()
+}
+
+// reloadedC is closed by the next setConfig.
+func (a *App) reloadedC() <-chan struct{} {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	return a.reloaded
 }
 
 func (a *App) layout() sockets.Layout { return a.d.layout }

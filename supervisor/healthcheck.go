@@ -12,19 +12,29 @@ import (
 // with one sick instance is better served by it (the proxy holds or retries
 // what fails) than by nothing. After `rise` passing checks in a row it comes
 // back. Health settings are read at every check, so a reload applies them at
-// once. A process that exits is handled by watchInstance, not here.
+// once: a new health_interval counts from the last check (a shorter one
+// that has passed already checks at once). A process that exits is handled
+// by watchInstance, not here.
 func (a *App) healthLoop(v *version, in *instance) {
 	var (
 		fails, passes int
 		checked       *process // the process the counters are about
+		last          = time.Now()
 	)
 	for {
+		reloaded := a.reloadedC()
 		cfg := a.cfg.Load()
+		wait := time.NewTimer(time.Until(last.Add(cfg.HealthInterval)))
 		select {
-		case <-time.After(cfg.HealthInterval):
+		case <-wait.C:
+		case <-reloaded:
+			wait.Stop()
+			continue
 		case <-a.d.ctx.Done():
+			wait.Stop()
 			return
 		}
+		last = time.Now()
 		if v.isStopping() {
 			return
 		}

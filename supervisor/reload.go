@@ -118,7 +118,7 @@ func (d *Daemon) apply(old, cfg *Config) {
 	for _, name := range cfg.AppNames() {
 		ac := cfg.Apps[name]
 		if a := d.apps[name]; a != nil {
-			a.cfg.Store(ac)
+			a.setConfig(ac)
 			continue
 		}
 		a := newApp(d, ac)

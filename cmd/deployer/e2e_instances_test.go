@@ -342,3 +342,21 @@ stop_timeout = "5s"
 		t.Fatal("a request reached v3, which never passed its health checks")
 	}
 }
+
+// A shorter health_interval applies at the reload, not after the old
+// interval: from 1h to 100ms, a sick instance leaves rotation within
+// a second of the edit.
+func TestHealthIntervalReload(t *testing.T) {
+	e := newEnv(t)
+	e.multiConfig(2, "health_interval = \"1h\"\nfall = 2\n")
+	e.start()
+	e.sick(1, true)
+	time.Sleep(500 * time.Millisecond)
+	if !e.instance("web", 1).Healthy {
+		t.Fatal("instance 1 left rotation with health_interval 1h: checks ran")
+	}
+	start := time.Now()
+	e.multiConfig(2, "health_interval = \"100ms\"\nfall = 2\n")
+	waitFor(t, "instance 1 out of rotation after the reload", 5*time.Second, func() bool { return !e.instance("web", 1).Healthy })
+	t.Logf("instance 1 out %s after health_interval went from 1h to 100ms", time.Since(start).Round(time.Millisecond))
+}
