@@ -1,0 +1,267 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/deployer/deployer/supervisor"
+)
+
+// An old version is stopped only once no connection to its socket is left
+// (what an outer proxy's keep-alive pool holds), or at its drain_timeout:
+// a keep-alive connection opened to current.sock before a swap keeps being
+// answered by the old version after it, the old version stops soon after
+// it closes; one left open is cut at drain_timeout, logged with
+// outer_connections.
+func TestDrainWaitsForOuterConnections(t *testing.T) {
+	e := newEnv(t)
+	e.release("v1")
+	e.release("v2")
+	e.writeConfig(`[deployer]
+listen = ""
+state_dir = "run"
+
+[apps.web]
+command = ["./run"]
+dir = "releases/{version}"
+version = "v1"
+settle = "100ms"
+drain_timeout = "3s"
+`)
+	e.start()
+	current := filepath.Join(e.dir, "run", "web", "current.sock")
+
+	// keepAlive opens a connection to current.sock and sends one request on
+	// it; ask sends another and returns the version that answered.
+	type keepAlive struct {
+		net.Conn
+		r *bufio.Reader
+	}
+	open := func() *keepAlive {
+		t.Helper()
+		c, err := net.Dial("unix", current)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &keepAlive{c, bufio.NewReader(c)}
+	}
+	ask := func(c *keepAlive) string {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: web\r\n\r\n"); err != nil {
+			t.Fatalf("request on the kept connection: %v", err)
+		}
+		res, err := http.ReadResponse(c.r, nil)
+		if err != nil {
+			t.Fatalf("answer on the kept connection: %v", err)
+		}
+		res.Body.Close()
+		return res.Header.Get("X-Version")
+	}
+
+	c := open()
+	if v := ask(c); v != "v1" {
+		t.Fatalf("first answer from %q, want v1", v)
+	}
+	v1 := e.instance("web", 0).PID
+	e.mustCLI("swap", "web", "v2")
+	time.Sleep(time.Second)
+	if syscall.Kill(v1, 0) != nil {
+		t.Fatal("v1 was stopped while a connection to it was open")
+	}
+	if v := ask(c); v != "v1" {
+		t.Fatalf("the connection opened before the swap was answered by %q, want v1", v)
+	}
+	start := time.Now()
+	c.Close()
+	waitFor(t, "v1 to stop once its last connection closed", 2*time.Second, func() bool {
+		return syscall.Kill(v1, 0) == syscall.ESRCH
+	})
+	t.Logf("v1 stopped %s after its last connection closed", time.Since(start).Round(time.Millisecond))
+	if strings.Contains(e.logs.String(), "drain deadline") {
+		t.Fatal("the drain reached its deadline although the connection closed before it")
+	}
+
+	// A connection left open is cut at drain_timeout.
+	c = open()
+	if v := ask(c); v != "v2" {
+		t.Fatalf("answer from %q, want v2", v)
+	}
+	defer c.Close()
+	v2 := e.instance("web", 0).PID
+	e.mustCLI("swap", "web", "v1")
+	start = time.Now()
+	waitFor(t, "v2 to stop at its drain_timeout", 10*time.Second, func() bool {
+		return syscall.Kill(v2, 0) == syscall.ESRCH
+	})
+	if took := time.Since(start); took < 2500*time.Millisecond {
+		t.Fatalf("v2 stopped %s after the swap with a connection open, before its drain_timeout (3s)", took)
+	}
+	if !strings.Contains(e.logs.String(), "outer_connections=1") {
+		t.Errorf("the cut at drain_timeout is not logged with outer_connections=1:\n%s", e.logs.String())
+	}
+}
+
+// swap --wait-drain returns only once the old version is gone: its slow
+// request answered, its process stopped, its socket removed.
+func TestSwapWaitDrain(t *testing.T) {
+	e := newEnv(t)
+	e.basicConfig("")
+	e.start()
+	v1 := e.instance("web", 0)
+	slow := make(chan int, 1)
+	go func() {
+		code, _, _ := tryGetWithin(e.url("/slow?d=2s"), 10*time.Second)
+		slow <- code
+	}()
+	waitFor(t, "the slow request in flight", 5*time.Second, func() bool { return e.appStatus("web").InFlight == 1 })
+
+	start := time.Now()
+	res, code, all := e.swapJSON("swap", "web", "v2", "--wait-drain")
+	took := time.Since(start)
+	if code != 0 || !res.OK || res.DrainMS < 1000 {
+		t.Fatalf("swap --wait-drain: exit %d, %+v\n%s", code, res, all)
+	}
+	select {
+	case c := <-slow:
+		if c != 200 {
+			t.Fatalf("the slow request on v1 answered %d", c)
+		}
+	default:
+		t.Fatalf("swap --wait-drain returned after %s, before v1's slow request was answered", took)
+	}
+	if syscall.Kill(v1.PID, 0) != syscall.ESRCH {
+		t.Fatalf("swap --wait-drain returned with v1 (pid %d) still running", v1.PID)
+	}
+	if _, err := os.Stat(v1.Socket); !os.IsNotExist(err) {
+		t.Fatalf("swap --wait-drain returned with v1's socket still there: %v", err)
+	}
+	for _, v := range e.appStatus("web").Versions {
+		if v.State == supervisor.StateDraining {
+			t.Fatalf("swap --wait-drain returned with %s still draining", v.Version)
+		}
+	}
+	t.Logf("swap --wait-drain took %s (drain_ms %d)", took.Round(time.Millisecond), res.DrainMS)
+}
+
+// tryGetWithin is tryGet with a client timeout of its own.
+func tryGetWithin(url string, timeout time.Duration) (int, string, http.Header) {
+	c := &http.Client{Timeout: timeout}
+	res, err := c.Get(url)
+	if err != nil {
+		return 0, "", http.Header{}
+	}
+	defer res.Body.Close()
+	return res.StatusCode, "", res.Header
+}
+
+// An app that fails to start with the daemon is retried with backoff while
+// its requests are held; once the release is fixed, the next attempt
+// serves them.
+func TestBootRetry(t *testing.T) {
+	e := newEnv(t)
+	e.basicConfig("")
+	e.release("v1", "-fail-at-boot")
+	e.launch()
+	waitFor(t, "the first start to fail", 10*time.Second, func() bool {
+		return strings.Contains(e.logs.String(), `msg="start failed"`)
+	})
+	held := make(chan int, 1)
+	go func() {
+		code, _, _ := tryGetWithin(e.url("/"), 20*time.Second)
+		held <- code
+	}()
+	waitFor(t, "a held request", 5*time.Second, func() bool { return e.appStatus("web").Held == 1 })
+	waitFor(t, "a retry to fail too", 10*time.Second, func() bool {
+		return strings.Count(e.logs.String(), `msg="start failed"`) >= 2
+	})
+	e.release("v1")
+	select {
+	case code := <-held:
+		if code != 200 {
+			t.Fatalf("the held request answered %d once v1 was fixed", code)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("v1 was fixed, but no retry served the held request:\n%s", e.logs.String())
+	}
+	if st := e.appStatus("web"); st.State != supervisor.StateServing || st.Version != "v1" {
+		t.Fatalf("after the retry: %s %s", st.State, st.Version)
+	}
+}
+
+// An instance that crashes and then cannot start (its release broke) is
+// restarted with backoff, its requests held meanwhile; the release fixed,
+// it serves again and the held request is answered.
+func TestCrashRestartRetries(t *testing.T) {
+	e := newEnv(t)
+	e.basicConfig("")
+	e.start()
+	pid := e.instance("web", 0).PID
+	e.release("v1", "-fail-at-boot")
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan int, 1)
+	go func() {
+		code, _, _ := tryGetWithin(e.url("/"), 20*time.Second)
+		held <- code
+	}()
+	waitFor(t, "a held request", 5*time.Second, func() bool { return e.appStatus("web").Held == 1 })
+	waitFor(t, "a restart to fail", 10*time.Second, func() bool {
+		return strings.Contains(e.logs.String(), `msg="restart failed"`)
+	})
+	if st := e.instance("web", 0); st.Healthy {
+		t.Fatalf("instance 0 healthy with a release that cannot start: %+v", st)
+	}
+	e.release("v1")
+	select {
+	case code := <-held:
+		if code != 200 {
+			t.Fatalf("the held request answered %d once v1 was fixed", code)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("v1 was fixed, but no restart served the held request:\n%s", e.logs.String())
+	}
+	if in := e.instance("web", 0); in.PID == pid || in.Restarts < 1 {
+		t.Fatalf("after the restarts: pid %d (was %d), restarts %d", in.PID, pid, in.Restarts)
+	}
+}
+
+// A pause outlives the daemon: killed and started again, it adopts the app
+// still paused, holds its requests, and resume releases them.
+func TestPauseSurvivesDaemonCrash(t *testing.T) {
+	e := newEnv(t)
+	e.basicConfig("")
+	e.start()
+	pid := e.instance("web", 0).PID
+	e.mustCLI("pause", "web")
+	if err := e.daemon.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-e.exited
+	e.launch()
+	e.waitState("web", supervisor.StatePaused, 10*time.Second)
+	if got := e.instance("web", 0).PID; got != pid {
+		t.Fatalf("after the crash web runs pid %d, want %d adopted", got, pid)
+	}
+	held := make(chan int, 1)
+	go func() {
+		code, _, _ := tryGetWithin(e.url("/"), 20*time.Second)
+		held <- code
+	}()
+	waitFor(t, "a held request", 5*time.Second, func() bool { return e.appStatus("web").Held == 1 })
+	e.mustCLI("resume", "web")
+	if code := <-held; code != 200 {
+		t.Fatalf("the held request answered %d after resume", code)
+	}
+	// The adopted app was started by the killed daemon: stop it here.
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+}
