@@ -66,10 +66,24 @@ func TestReloadRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tt := range []struct{ name, text, want string }{
+	tests := []struct{ name, text, want string }{
 		{"unknown key", string(orig) + "colour = \"blue\"\n", filepath.Base(path) + ":"},
 		{"listen", strings.Replace(string(orig), "[deployer]", "[deployer]\nlisten = \"127.0.0.1:1\"", 1), "listen cannot change"},
+	}
+	// The public side of [deployer] stays as the daemon started with it:
+	// each of these edits is refused (deployer upgrade applies them).
+	for _, line := range []string{
+		`trusted_proxies = ["10.0.0.0/8"]`,
+		`read_header_timeout = "3s"`,
+		`idle_timeout = "5s"`,
+		`max_header_bytes = 4096`,
+		`metrics = "127.0.0.1:19180"`,
+		`control_users = ["root"]`,
 	} {
+		tests = append(tests, struct{ name, text, want string }{line,
+			strings.Replace(string(orig), "[deployer]", "[deployer]\n"+line, 1), "control settings cannot change while the daemon runs"})
+	}
+	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tt.text), 0o644); err != nil {
 				t.Fatal(err)

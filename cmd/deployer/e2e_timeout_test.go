@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -171,5 +172,48 @@ func TestTimeoutAfterTrafficMoved(t *testing.T) {
 	}
 	if r := <-slow; r.err != nil || r.code != 200 || r.version != "v1" {
 		t.Errorf("slow request across the timed-out drain: %+v", r)
+	}
+}
+
+// --timeout travels with the request: a CLI killed mid-swap leaves the
+// daemon to enforce it. The slow version's processes and socket are gone
+// by the timeout, v1 serves on with the same pid, and the app is free for
+// the next swap.
+func TestTimeoutHoldsWithoutTheCLI(t *testing.T) {
+	e := newEnv(t)
+	e.release("v1")
+	e.release("slow", "-boot-delay", "20s")
+	e.writeConfig(`[deployer]
+listen = "%ADDR%"
+state_dir = "run"
+
+[apps.web]
+command = ["./run"]
+dir = "releases/{version}"
+version = "v1"
+settle = "100ms"
+ready_timeout = "30s"
+`)
+	e.start()
+	pid := e.appStatus("web").Instances[0].PID
+	cli := exec.Command(deployerBin, "-c", e.config, "swap", "web", "slow", "--timeout", "2s")
+	if err := cli.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the slow version to be launched", 5*time.Second, func() bool { return len(processesOf(e.dir, "slow-")) > 0 })
+	start := time.Now()
+	cli.Process.Kill()
+	cli.Wait()
+
+	waitFor(t, "the daemon to stop the slow version at its --timeout", 6*time.Second, func() bool {
+		return len(processesOf(e.dir, "slow-")) == 0 && len(e.leftoverSockets("web", "slow")) == 0
+	})
+	t.Logf("the slow version gone %s after its CLI was killed", time.Since(start).Round(time.Millisecond))
+	if st := e.appStatus("web"); st.Version != "v1" || st.Instances[0].PID != pid {
+		t.Fatalf("after the timeout: serving %s pid %d, want v1 pid %d", st.Version, st.Instances[0].PID, pid)
+	}
+	res, code, all := e.swapJSON("swap", "web", "v1", "--timeout", "20s")
+	if code != exitOK || !res.OK {
+		t.Fatalf("swap after the abandoned one: exit %d\n%s", code, all)
 	}
 }
