@@ -124,3 +124,23 @@ func writeFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// Every deploy.toml the repository ships (the root one, and each example's)
+// passes `deployer check`: the docs' configs stay valid as the loader
+// changes.
+func TestShippedConfigsCheck(t *testing.T) {
+	files, err := filepath.Glob("../../examples/*/*.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, "../../deploy.toml")
+	if len(files) < 6 {
+		t.Fatalf("found only %v", files)
+	}
+	for _, f := range files {
+		got := run(t, "check", "-c", f)
+		if got.code != exitOK {
+			t.Errorf("deployer check -c %s: exit %d\n%s%s", f, got.code, got.stdout, got.stderr)
+		}
+	}
+}
