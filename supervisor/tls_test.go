@@ -170,6 +170,22 @@ func TestCertStoreLoads(t *testing.T) {
 	}
 }
 
+// An expired certificate is loaded and served all the same (the operator
+// may be mid-rotation), with a warning naming it.
+func TestCertStoreServesExpired(t *testing.T) {
+	f := newCertFixture(t)
+	c, k := f.ca.LeafValid(t, 9, time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
+	writeFile(t, f.certFile, c)
+	writeFile(t, f.keyFile, k)
+	s := f.open()
+	if got, _ := s.tlsConfig().GetCertificate(nil); got == nil || got.Leaf.SerialNumber.Int64() != 9 {
+		t.Fatalf("the expired certificate is not served: %v", got)
+	}
+	if lines := f.logs.find("WARN TLS certificate is not valid now"); len(lines) != 1 || !strings.Contains(lines[0], "not_after=") {
+		t.Fatalf("want one warning naming the certificate, got %q\n%s", lines, f.logs)
+	}
+}
+
 // A pair that cannot be used is an error naming the files and the problem.
 func TestCertStoreRefusesBadPair(t *testing.T) {
 	ca := testcert.NewCA(t)

@@ -58,6 +58,12 @@ func NewCA(t testing.TB) *CA {
 // serial (so a test can tell certificates apart), valid for an hour.
 func (ca *CA) Leaf(t testing.TB, serial int64) (certPEM, keyPEM []byte) {
 	t.Helper()
+	return ca.LeafValid(t, serial, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+}
+
+// LeafValid is Leaf valid from notBefore to notAfter (an expired one, say).
+func (ca *CA) LeafValid(t testing.TB, serial int64, notBefore, notAfter time.Time) (certPEM, keyPEM []byte) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -65,8 +71,8 @@ func (ca *CA) Leaf(t testing.TB, serial int64) (certPEM, keyPEM []byte) {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial),
 		Subject:      pkix.Name{CommonName: fmt.Sprintf("leaf %d", serial)},
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     time.Now().Add(time.Hour),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     []string{"localhost"},
