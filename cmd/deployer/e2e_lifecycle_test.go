@@ -265,3 +265,39 @@ func TestPauseSurvivesDaemonCrash(t *testing.T) {
 	// The adopted app was started by the killed daemon: stop it here.
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
 }
+
+// An app's output file is truncated once the daemon has read past 8 MiB of
+// it: an app that writes 24 MB keeps a bounded file, and `deployer logs`
+// still shows what it wrote last.
+func TestOutputFileBounded(t *testing.T) {
+	e := newEnv(t)
+	e.basicConfig("")
+	d := filepath.Join(e.dir, "releases", "v1")
+	// 24 MB of numbered lines on stderr, beside hello serving; "done" last.
+	script := fmt.Sprintf("#!/bin/sh\n(seq -f 'output line %%09g padding padding padding padding padding padding' 1 300000 >&2; echo done >&2) &\nexec %s -socket \"$DEPLOYER_SOCKET\" -version \"$DEPLOYER_VERSION\"\n", helloBin)
+	if err := os.WriteFile(filepath.Join(d, "run"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	waitFor(t, "the last line in deployer logs", 60*time.Second, func() bool {
+		out, _, _ := e.cli("logs", "web", "-n", "5")
+		return strings.Contains(out, "done")
+	})
+	logs, err := filepath.Glob(filepath.Join(e.dir, "run", "web", "log", "*.log"))
+	if err != nil || len(logs) != 1 {
+		t.Fatalf("output files %v, %v; want one", logs, err)
+	}
+	fi, err := os.Stat(logs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Truncated once read past 8 MiB; what was written meanwhile stays.
+	if fi.Size() > 12<<20 {
+		t.Fatalf("output file %s is %d bytes after 24 MB of output: not truncated", logs[0], fi.Size())
+	}
+	out, _, _ := e.cli("logs", "web", "-n", "3")
+	if !strings.Contains(out, "output line 000300000") {
+		t.Errorf("deployer logs lacks the last numbered line:\n%s", out)
+	}
+	t.Logf("output file %d bytes after 24 MB written", fi.Size())
+}
