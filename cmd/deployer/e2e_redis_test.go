@@ -492,3 +492,23 @@ func TestFleetExample(t *testing.T) {
 		t.Errorf("route ls: %s", out)
 	}
 }
+
+// Redis back after an outage with no routes at all (restarted without its
+// data): the proxy takes the empty table, as it would any table, and says
+// why its Redis routes went.
+func TestRedisRoutesEmptyAfterOutage(t *testing.T) {
+	srv := testredis.Start(t)
+	e := redisProxy(t, srv)
+	e.mustCLI("route", "set", "app.test", "web")
+	timeToAll(t, []*env{e}, "app.test", servedByApp("web"), func() {})
+	srv.Kill()
+	waitFor(t, "redis down in status", 3*time.Second, func() bool { return routesStatus(e).Redis == supervisor.RedisDown })
+	if code, body, _ := hostGet(t, http.DefaultClient, e.url("/"), "app.test"); !servedByApp("web")(code, body) {
+		t.Fatalf("app.test answered %d while Redis is down, want the last known route to web", code)
+	}
+	srv.RestartWith(supervisor.RedisRoutesKey, nil)
+	timeToAll(t, []*env{e}, "app.test", is404, func() {})
+	if !strings.Contains(e.logs.String(), "the redis routes table is empty after the outage") {
+		t.Errorf("no warning that the Redis routes went with an empty table:\n%s", e.logs.String())
+	}
+}
