@@ -22,21 +22,7 @@ import (
 // last request, long before drain_timeout, even while the load goes on.
 func TestHAProxySwapsUnderLoad(t *testing.T) {
 	haproxy := requireBinary(t, "haproxy")
-	e := newEnv(t)
-	e.release("v1")
-	e.release("v2")
-	e.writeConfig(`[deployer]
-listen = ""
-state_dir = "run"
-drain_timeout = "10s"
-
-[apps.web]
-command = ["./run"]
-dir = "releases/{version}"
-version = "v1"
-settle = "100ms"
-`)
-	e.start()
+	e := supervisorOnlyEnv(t, "10s")
 	startHAProxy(t, haproxy, filepath.Join(e.dir, "run", "web", "current.sock"), e.addr)
 	swapTo := func(v string) {
 		t.Helper()

@@ -22,21 +22,7 @@ import (
 // it closes; one left open is cut at drain_timeout, logged with
 // outer_connections.
 func TestDrainWaitsForOuterConnections(t *testing.T) {
-	e := newEnv(t)
-	e.release("v1")
-	e.release("v2")
-	e.writeConfig(`[deployer]
-listen = ""
-state_dir = "run"
-
-[apps.web]
-command = ["./run"]
-dir = "releases/{version}"
-version = "v1"
-settle = "100ms"
-drain_timeout = "3s"
-`)
-	e.start()
+	e := supervisorOnlyEnv(t, "3s")
 	current := filepath.Join(e.dir, "run", "web", "current.sock")
 
 	// keepAlive opens a connection to current.sock and sends one request on
@@ -117,11 +103,7 @@ func TestSwapWaitDrain(t *testing.T) {
 	e.basicConfig("")
 	e.start()
 	v1 := e.instance("web", 0)
-	slow := make(chan int, 1)
-	go func() {
-		code, _, _ := tryGetWithin(e.url("/slow?d=2s"), 10*time.Second)
-		slow <- code
-	}()
+	slow := getInBackground(e.url("/slow?d=2s"))
 	waitFor(t, "the slow request in flight", 5*time.Second, func() bool { return e.appStatus("web").InFlight == 1 })
 
 	start := time.Now()
@@ -131,9 +113,9 @@ func TestSwapWaitDrain(t *testing.T) {
 		t.Fatalf("swap --wait-drain: exit %d, %+v\n%s", code, res, all)
 	}
 	select {
-	case c := <-slow:
-		if c != 200 {
-			t.Fatalf("the slow request on v1 answered %d", c)
+	case r := <-slow:
+		if r.code != 200 {
+			t.Fatalf("the slow request on v1 answered %d, %v", r.code, r.err)
 		}
 	default:
 		t.Fatalf("swap --wait-drain returned after %s, before v1's slow request was answered", took)
@@ -152,17 +134,6 @@ func TestSwapWaitDrain(t *testing.T) {
 	t.Logf("swap --wait-drain took %s (drain_ms %d)", took.Round(time.Millisecond), res.DrainMS)
 }
 
-// tryGetWithin is tryGet with a client timeout of its own.
-func tryGetWithin(url string, timeout time.Duration) (int, string, http.Header) {
-	c := &http.Client{Timeout: timeout}
-	res, err := c.Get(url)
-	if err != nil {
-		return 0, "", http.Header{}
-	}
-	defer res.Body.Close()
-	return res.StatusCode, "", res.Header
-}
-
 // An app that fails to start with the daemon is retried with backoff while
 // its requests are held; once the release is fixed, the next attempt
 // serves them.
@@ -174,24 +145,13 @@ func TestBootRetry(t *testing.T) {
 	waitFor(t, "the first start to fail", 10*time.Second, func() bool {
 		return strings.Contains(e.logs.String(), `msg="start failed"`)
 	})
-	held := make(chan int, 1)
-	go func() {
-		code, _, _ := tryGetWithin(e.url("/"), 20*time.Second)
-		held <- code
-	}()
+	held := getInBackground(e.url("/"))
 	waitFor(t, "a held request", 5*time.Second, func() bool { return e.appStatus("web").Held == 1 })
 	waitFor(t, "a retry to fail too", 10*time.Second, func() bool {
 		return strings.Count(e.logs.String(), `msg="start failed"`) >= 2
 	})
 	e.release("v1")
-	select {
-	case code := <-held:
-		if code != 200 {
-			t.Fatalf("the held request answered %d once v1 was fixed", code)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("v1 was fixed, but no retry served the held request:\n%s", e.logs.String())
-	}
+	waitHeld(t, held, "v1 was fixed, but no retry served the held request")
 	if st := e.appStatus("web"); st.State != supervisor.StateServing || st.Version != "v1" {
 		t.Fatalf("after the retry: %s %s", st.State, st.Version)
 	}
@@ -209,11 +169,7 @@ func TestCrashRestartRetries(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	held := make(chan int, 1)
-	go func() {
-		code, _, _ := tryGetWithin(e.url("/"), 20*time.Second)
-		held <- code
-	}()
+	held := getInBackground(e.url("/"))
 	waitFor(t, "a held request", 5*time.Second, func() bool { return e.appStatus("web").Held == 1 })
 	waitFor(t, "a restart to fail", 10*time.Second, func() bool {
 		return strings.Contains(e.logs.String(), `msg="restart failed"`)
@@ -222,14 +178,7 @@ func TestCrashRestartRetries(t *testing.T) {
 		t.Fatalf("instance 0 healthy with a release that cannot start: %+v", st)
 	}
 	e.release("v1")
-	select {
-	case code := <-held:
-		if code != 200 {
-			t.Fatalf("the held request answered %d once v1 was fixed", code)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("v1 was fixed, but no restart served the held request:\n%s", e.logs.String())
-	}
+	waitHeld(t, held, "v1 was fixed, but no restart served the held request")
 	if in := e.instance("web", 0); in.PID == pid || in.Restarts < 1 {
 		t.Fatalf("after the restarts: pid %d (was %d), restarts %d", in.PID, pid, in.Restarts)
 	}
@@ -252,16 +201,10 @@ func TestPauseSurvivesDaemonCrash(t *testing.T) {
 	if got := e.instance("web", 0).PID; got != pid {
 		t.Fatalf("after the crash web runs pid %d, want %d adopted", got, pid)
 	}
-	held := make(chan int, 1)
-	go func() {
-		code, _, _ := tryGetWithin(e.url("/"), 20*time.Second)
-		held <- code
-	}()
+	held := getInBackground(e.url("/"))
 	waitFor(t, "a held request", 5*time.Second, func() bool { return e.appStatus("web").Held == 1 })
 	e.mustCLI("resume", "web")
-	if code := <-held; code != 200 {
-		t.Fatalf("the held request answered %d after resume", code)
-	}
+	waitHeld(t, held, "resume did not release the held request")
 	// The adopted app was started by the killed daemon: stop it here.
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
 }
@@ -300,4 +243,18 @@ func TestOutputFileBounded(t *testing.T) {
 		t.Errorf("deployer logs lacks the last numbered line:\n%s", out)
 	}
 	t.Logf("output file %d bytes after 24 MB written", fi.Size())
+}
+
+// waitHeld waits for a held request to be answered 200 (within 15s);
+// failing says why it matters.
+func waitHeld(t *testing.T, held <-chan slowResult, notAnswered string) {
+	t.Helper()
+	select {
+	case r := <-held:
+		if r.code != 200 {
+			t.Fatalf("the held request answered %d, %v", r.code, r.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal(notAnswered)
+	}
 }

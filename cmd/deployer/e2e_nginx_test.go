@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,21 +47,7 @@ func isExecutable(p string) bool {
 // swaps under concurrent keep-alive load give zero 502s or other failures.
 func TestNginxSwapsUnderLoad(t *testing.T) {
 	nginx := requireBinary(t, "nginx")
-	e := newEnv(t)
-	e.release("v1")
-	e.release("v2")
-	e.writeConfig(`[deployer]
-listen = ""
-state_dir = "run"
-drain_timeout = "15s"
-
-[apps.web]
-command = ["./run"]
-dir = "releases/{version}"
-version = "v1"
-settle = "100ms"
-`)
-	e.start()
+	e := supervisorOnlyEnv(t, "15s")
 
 	ngdir := filepath.Join(e.dir, "nginx")
 	if err := os.MkdirAll(ngdir, 0o755); err != nil {
@@ -154,4 +141,27 @@ func checkDrainsEnded(t *testing.T, e *env, swaps int) {
 	if n := strings.Count(logs, "msg=drained"); n != swaps {
 		t.Errorf("%d drains logged, want %d", n, swaps)
 	}
+}
+
+// supervisorOnlyEnv is a running daemon with no proxy of its own (listen =
+// ""), serving web v1 on run/web/current.sock for an outer proxy, with
+// releases v1 and v2 and the drain_timeout given.
+func supervisorOnlyEnv(t *testing.T, drainTimeout string) *env {
+	t.Helper()
+	e := newEnv(t)
+	e.release("v1")
+	e.release("v2")
+	e.writeConfig(fmt.Sprintf(`[deployer]
+listen = ""
+state_dir = "run"
+drain_timeout = %q
+
+[apps.web]
+command = ["./run"]
+dir = "releases/{version}"
+version = "v1"
+settle = "100ms"
+`, drainTimeout))
+	e.start()
+	return e
 }
