@@ -50,6 +50,9 @@ func (a *App) drainWithin(v *version, keep int, timeout time.Duration) (cut int)
 		return cut
 	}
 	defer a.d.bgExit()
+	// Before the sockets go: a stable path is a second link to a socket,
+	// and is told apart from a newer one by that socket's file.
+	extra := a.extraStable(v, keep)
 	var wg sync.WaitGroup
 	for _, in := range v.instances {
 		p, ep, _, _ := in.snapshot()
@@ -65,7 +68,11 @@ func (a *App) drainWithin(v *version, keep int, timeout time.Duration) (cut int)
 		}()
 	}
 	wg.Wait()
-	a.removeExtraStable(v, keep)
+	for _, x := range extra {
+		if fi, err := os.Stat(x.path); err == nil && os.SameFile(fi, x.socket) {
+			sockets.Unlink(x.path)
+		}
+	}
 	v.state.Store(StateStopped)
 	a.mu.Lock()
 	delete(a.draining, v)
@@ -107,35 +114,37 @@ func waitNoConnections(ctx context.Context, paths []string) int {
 	}
 }
 
-// removeExtraStable unlinks stable paths from index keep on that still name
-// one of v's sockets: the version now serving has fewer instances.
-func (a *App) removeExtraStable(v *version, keep int) {
+// stablePath is a stable path and the socket file it named when looked at.
+type stablePath struct {
+	path   string
+	socket os.FileInfo
+}
+
+// extraStable lists the stable paths from index keep on that name one of
+// v's sockets: the version now serving has fewer instances, and once v's
+// processes stop these lead nowhere. drain unlinks each that still names
+// the same socket then (not one a newer version was renamed over since).
+func (a *App) extraStable(v *version, keep int) []stablePath {
+	var extra []stablePath
 	for i := keep; i < len(v.instances); i++ {
 		_, ep, _, _ := v.instances[i].snapshot()
 		if ep.network != "unix" {
 			continue
 		}
 		stable := a.layout().Stable(a.name, i)
-		if sameFile(stable, ep.addr) {
-			sockets.Unlink(stable)
+		fs, err := os.Stat(stable)
+		if err != nil {
+			continue
+		}
+		if fv, err := os.Stat(ep.addr); err == nil && os.SameFile(fs, fv) {
+			extra = append(extra, stablePath{stable, fs})
 		}
 	}
+	return extra
 }
 
 func (a *App) unlink(ep endpoint) {
 	if ep.network == "unix" {
 		sockets.Unlink(ep.addr)
 	}
-}
-
-func sameFile(a, b string) bool {
-	fa, err := os.Stat(a)
-	if err != nil {
-		return false
-	}
-	fb, err := os.Stat(b)
-	if err != nil {
-		return false
-	}
-	return os.SameFile(fa, fb)
 }

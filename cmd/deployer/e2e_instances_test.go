@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -359,4 +360,33 @@ func TestHealthIntervalReload(t *testing.T) {
 	e.multiConfig(2, "health_interval = \"100ms\"\nfall = 2\n")
 	waitFor(t, "instance 1 out of rotation after the reload", 5*time.Second, func() bool { return !e.instance("web", 1).Healthy })
 	t.Logf("instance 1 out %s after health_interval went from 1h to 100ms", time.Since(start).Round(time.Millisecond))
+}
+
+// Scaling down removes the stable paths of the instances gone: after a
+// restart from 3 instances to 1, current-1.sock and current-2.sock no
+// longer exist (an outer proxy finds no socket rather than a dead one),
+// and current.sock serves.
+func TestScaleDownRemovesStablePaths(t *testing.T) {
+	e := newEnv(t)
+	e.multiConfig(3, "")
+	e.start()
+	dir := filepath.Join(e.dir, "run", "web")
+	for _, name := range []string{"current.sock", "current-1.sock", "current-2.sock"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Fatalf("with 3 instances: %v", err)
+		}
+	}
+	e.multiConfig(1, "")
+	waitFor(t, "instances pending", 5*time.Second, func() bool { return len(e.appStatus("web").Pending) > 0 })
+	e.mustCLI("restart", "web", "--wait-drain")
+	for _, name := range []string{"current-1.sock", "current-2.sock"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !os.IsNotExist(err) {
+			t.Errorf("%s after scaling down to 1 instance: %v, want it gone", name, err)
+		}
+	}
+	c, err := net.Dial("unix", filepath.Join(dir, "current.sock"))
+	if err != nil {
+		t.Fatalf("current.sock after scaling down: %v", err)
+	}
+	c.Close()
 }
