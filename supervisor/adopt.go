@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/proxy"
+	"github.com/deployer/deployer/sockets"
 )
 
 // backlog is how much of an adopted process's output file before the
@@ -44,7 +45,11 @@ func (a *App) adopt(sa stateApp) bool {
 	a.mu.Lock()
 	a.previous, a.last, a.lastConfigured, a.userStopped = sa.Previous, sa.Last, sa.Configured, sa.Stopped
 	a.mu.Unlock()
-	if sa.Paused {
+	// Paused is what the hold file says, not the state file: the file may
+	// have been removed (a documented resume) while no daemon ran, or a
+	// resume during an upgrade was answered by the old daemon, which no
+	// longer writes the state file then.
+	if sockets.Held(a.layout(), a.name) {
 		a.setPaused(true)
 	}
 	for _, sv := range sa.Draining {

@@ -185,7 +185,8 @@ func TestCrashRestartRetries(t *testing.T) {
 }
 
 // A pause outlives the daemon: killed and started again, it adopts the app
-// still paused, holds its requests, and resume releases them.
+// still paused, holds its requests, and resume releases them. The hold file
+// is what decides: removed while no daemon ran, the app is not paused.
 func TestPauseSurvivesDaemonCrash(t *testing.T) {
 	e := newEnv(t)
 	e.basicConfig("")
@@ -205,6 +206,23 @@ func TestPauseSurvivesDaemonCrash(t *testing.T) {
 	waitFor(t, "a held request", 5*time.Second, func() bool { return e.appStatus("web").Held == 1 })
 	e.mustCLI("resume", "web")
 	waitHeld(t, held, "resume did not release the held request")
+
+	// Paused again, the daemon killed, and the hold file removed while no
+	// daemon runs (a resume by hand): the next daemon does not pause it
+	// from its state file.
+	e.mustCLI("pause", "web")
+	if err := e.daemon.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-e.exited
+	if err := os.Remove(filepath.Join(e.dir, "run", "web", "hold")); err != nil {
+		t.Fatal(err)
+	}
+	e.launch()
+	e.waitState("web", supervisor.StateServing, 10*time.Second)
+	if code, _, _ := e.get("/"); code != 200 {
+		t.Fatalf("after the hold file was removed with no daemon running: %d", code)
+	}
 	// The adopted app was started by the killed daemon: stop it here.
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
 }
