@@ -53,10 +53,16 @@ type App struct {
 	// (setConfig), then replaced: loops that wait on a setting wake up.
 	reloadMu sync.Mutex
 	reloaded chan struct{}
+	// holdMu makes Pause and Resume one step each (the hold file, then the
+	// proxy): interleaved, the file and the proxy could disagree.
+	holdMu sync.Mutex
 
 	// op serialises operations; a second one is refused (acquireOp), never
 	// queued: a CI job should learn at once that another deploy is running.
 	op sync.Mutex
+	// removed is set when a reload takes the app out of deploy.toml: no
+	// start, swap or boot retry runs on it any more.
+	removed atomic.Bool
 	// booting is set while the daemon's own start of the app runs: an
 	// operation waits for it (one attempt, within ready_timeout) instead of
 	// being refused, since `status` already says serving a moment before.
@@ -119,7 +125,17 @@ func (a *App) Start(ctx context.Context, name string, progress progressFunc) (*R
 		return nil, fmt.Errorf("%w on %s", ErrOpRunning, a.name)
 	}
 	defer a.op.Unlock()
+	if a.removed.Load() {
+		return nil, a.errRemoved()
+	}
 	return a.startLocked(ctx, "start", name, progress)
+}
+
+// errRemoved answers an operation on an app a reload took out of
+// deploy.toml while the operation waited (a boot retry, a call that looked
+// the app up just before).
+func (a *App) errRemoved() error {
+	return fmt.Errorf("%w %q: removed from deploy.toml", ErrUnknownApp, a.name)
 }
 
 // acquireOp takes the operation lock, or reports that another operation
@@ -190,6 +206,9 @@ func (a *App) Swap(ctx context.Context, op, name string, waitDrain bool, progres
 		return nil, fmt.Errorf("%w on %s: try again when it is done", ErrOpRunning, a.name)
 	}
 	defer a.op.Unlock()
+	if a.removed.Load() {
+		return nil, a.errRemoved()
+	}
 	a.mu.Lock()
 	old := a.serving
 	switch op {
@@ -397,6 +416,8 @@ func (a *App) setLastErr(err error) {
 // Pause holds new requests; the hold file makes it visible (and settable) on
 // disk.
 func (a *App) Pause() error {
+	a.holdMu.Lock()
+	defer a.holdMu.Unlock()
 	if err := sockets.SetHold(a.layout(), a.name, true); err != nil {
 		return err
 	}
@@ -406,6 +427,8 @@ func (a *App) Pause() error {
 
 // Resume releases held requests in arrival order.
 func (a *App) Resume() error {
+	a.holdMu.Lock()
+	defer a.holdMu.Unlock()
 	if err := sockets.SetHold(a.layout(), a.name, false); err != nil {
 		return err
 	}

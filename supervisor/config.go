@@ -80,6 +80,8 @@ type Config struct {
 	Deployer DeployerConfig
 	Apps     map[string]*AppConfig
 	Routes   RoutesConfig // [routes]: routes from Redis (redisroutes.go)
+
+	src []byte // the file's contents as read: a daemon tells an edit since by it
 }
 
 // DeployerConfig is the [deployer] table.

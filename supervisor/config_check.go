@@ -265,7 +265,7 @@ func parseConfig(name, abs string, src []byte, readFiles bool) (*Config, error) 
 	}
 
 	dir := filepath.Dir(abs)
-	cfg := &Config{Path: abs, Dir: dir, Apps: make(map[string]*AppConfig)}
+	cfg := &Config{Path: abs, Dir: dir, Apps: make(map[string]*AppConfig), src: src}
 	cfg.Deployer = l.deployer(raw.Deployer, dir)
 	cfg.Routes = l.routesTable(raw.Routes)
 	l.apps(cfg, raw.Apps)

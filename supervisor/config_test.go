@@ -74,7 +74,12 @@ func TestLoadConfigFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := &Config{
+		src:  src,
 		Path: abs,
 		Dir:  filepath.Dir(abs),
 		Deployer: DeployerConfig{

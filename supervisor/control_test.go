@@ -375,3 +375,133 @@ version = "v1"
 		t.Fatalf("status once ready: %s", res.Status)
 	}
 }
+
+// runDaemon runs a daemon over deploy.toml text (state_dir set to a fresh
+// directory; %s in text stands for it) with opts, until the test ends.
+// It returns once the daemon is ready.
+func runDaemon(t *testing.T, text string, opts DaemonOptions) (*Daemon, string) {
+	t.Helper()
+	stateDir := socketDir(t)
+	cfg := loadString(t, fmt.Sprintf(text, stateDir))
+	ready := make(chan struct{})
+	opts.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	opts.Ready = func() error { close(ready); return nil }
+	d, err := NewDaemon(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return 30s after its context ended")
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run returned before ready: %v", err)
+	}
+	return d, cfg.Path
+}
+
+// A shutdown asked for while an upgrade runs waits for it; the upgrade
+// having succeeded, the daemon hands over and Run returns (it used to wait
+// for the apps' operation locks, which the upgrade keeps, for ever).
+func TestShutdownDuringUpgrade(t *testing.T) {
+	inUpgrade, finish := make(chan struct{}), make(chan struct{})
+	d, _ := runDaemon(t, `
+[deployer]
+listen = ""
+state_dir = %q
+[apps.web]
+command = ["/bin/false"]
+version = "v1"
+`, DaemonOptions{Upgrade: func() error {
+		close(inUpgrade)
+		<-finish
+		return nil
+	}})
+	upgraded := make(chan *UpgradeResult, 1)
+	go func() {
+		res, err := d.Upgrade()
+		if err != nil {
+			t.Errorf("Upgrade: %v", err)
+		}
+		upgraded <- res
+	}()
+	<-inUpgrade
+	d.requestShutdown()
+	time.Sleep(100 * time.Millisecond) // Run is at the shutdown now
+	close(finish)
+	if res := <-upgraded; res == nil || !res.OK {
+		t.Fatalf("upgrade result %+v", res)
+	}
+	select {
+	case <-d.handoverC:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no hand-over")
+	}
+	// Run returning is checked by runDaemon's cleanup: within 30s, not for
+	// ever.
+}
+
+// An upgrade is refused while an app removed from deploy.toml still
+// drains: the new daemon would not know it, and its processes would be
+// no one's.
+func TestUpgradeRefusedWhileRemovedAppDrains(t *testing.T) {
+	d, _ := runDaemon(t, `
+[deployer]
+listen = ""
+state_dir = %q
+[apps.web]
+command = ["/bin/false"]
+version = "v1"
+`, DaemonOptions{Upgrade: func() error { return errors.New("not to be called") }})
+	gone := newApp(d, d.config().Apps["web"])
+	gone.name = "api"
+	d.mu.Lock()
+	d.removing[gone] = struct{}{}
+	d.mu.Unlock()
+	_, err := d.Upgrade()
+	if !errors.Is(err, ErrUpgradeBusy) || !strings.Contains(err.Error(), "app api, removed from deploy.toml, is still draining") {
+		t.Fatalf("Upgrade: %v, want ErrUpgradeBusy naming api", err)
+	}
+	d.mu.Lock()
+	delete(d.removing, gone)
+	d.mu.Unlock()
+}
+
+// A deploy.toml edited after it was read and before the daemon watched it
+// (what the old daemon leaves to the new one during an upgrade) is applied
+// when the daemon starts.
+func TestEditBeforeWatchApplied(t *testing.T) {
+	stateDir := socketDir(t)
+	text := fmt.Sprintf(`
+[deployer]
+listen = ""
+state_dir = %q
+[apps.web]
+command = ["/bin/false"]
+version = "v1"
+`, stateDir)
+	cfg := loadString(t, text)
+	if err := os.WriteFile(cfg.Path, []byte(text+"[apps.api]\ncommand = [\"/bin/false\"]\nversion = \"v1\"\nhosts = [\"api.test\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	d, err := NewDaemon(cfg, DaemonOptions{Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), Ready: func() error { close(ready); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-ready
+	waitUntil(t, "app api from the edit", 5*time.Second, func() bool { return d.config().Apps["api"] != nil })
+}

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -55,6 +56,10 @@ type Daemon struct {
 	cfg       *Config
 	apps      map[string]*App
 	reloadErr string // set while deploy.toml on disk is invalid
+	// removing holds the apps a reload took out of deploy.toml until their
+	// processes have stopped (reload.go): shutdown waits for them too, and
+	// an upgrade waits until they are gone.
+	removing map[*App]struct{}
 
 	// ctx ends when the daemon begins to shut down: no more boots or crash
 	// restarts. Drains use their own deadlines.
@@ -108,6 +113,7 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 		log:       opts.Logger,
 		layout:    sockets.Layout{StateDir: cfg.Deployer.StateDir},
 		apps:      make(map[string]*App),
+		removing:  make(map[*App]struct{}),
 		shutdown:  make(chan struct{}),
 		handoverC: make(chan struct{}),
 		started:   time.Now(),
@@ -270,11 +276,27 @@ func (d *Daemon) Run(ctx context.Context) error {
 			go d.boot(a)
 		}
 	}
+	// An edit of deploy.toml made since it was read (while the previous
+	// daemon upgraded to this one, say: it left the edit to this one) was
+	// seen by no watch: apply it now.
+	if src, err := os.ReadFile(cfg.Path); err == nil && !bytes.Equal(src, cfg.src) {
+		d.log.Info("deploy.toml changed since this daemon read it: reloading")
+		d.Reload()
+	}
 
 	select {
 	case <-ctx.Done():
 	case <-d.shutdown:
 	case <-d.handoverC:
+		return d.finishHandover(ctrl, pubs)
+	}
+	// An upgrade under way ends first, and none starts after: one that
+	// succeeded leaves the new daemon serving, so this one only hands over
+	// (its apps' operation locks are the upgrade's for good).
+	d.upgradeMu.Lock()
+	defer d.upgradeMu.Unlock()
+	if d.handedOver.Load() {
+		d.log.Warn("shutdown asked for during an upgrade that succeeded: the new daemon serves on ('deployer shutdown' stops it)")
 		return d.finishHandover(ctrl, pubs)
 	}
 	d.log.Info("shutting down: draining")
@@ -298,6 +320,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			defer wg.Done()
 			a.shutdown()
 		}()
+	}
+	// Apps removed from deploy.toml whose processes are still draining:
+	// their drain ends within drain_timeout, and no process is left behind.
+	for _, a := range d.removingApps() {
+		wg.Go(a.shutdown)
 	}
 	if d.redis != nil {
 		wg.Go(func() { d.redis.shutdown(d.config().Deployer.DrainTimeout) })

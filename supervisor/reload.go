@@ -68,6 +68,16 @@ func (d *Daemon) watchConfig(ctx context.Context) error {
 // An invalid file changes nothing: the error is logged and shown by status
 // until a valid file replaces it.
 func (d *Daemon) Reload() error {
+	// Not during an upgrade: the new daemon reads deploy.toml once it runs
+	// (Run), and an app this one started now would be no one's after it.
+	if !d.upgradeMu.TryLock() {
+		d.log.Info("deploy.toml changed during an upgrade: the new daemon applies it")
+		return nil
+	}
+	defer d.upgradeMu.Unlock()
+	if d.handedOver.Load() {
+		return nil
+	}
 	old := d.config()
 	cfg, err := LoadConfig(old.Path)
 	if err == nil {
@@ -128,6 +138,8 @@ func (d *Daemon) apply(old, cfg *Config) {
 	for name, a := range d.apps {
 		if cfg.Apps[name] == nil {
 			delete(d.apps, name)
+			a.removed.Store(true)
+			d.removing[a] = struct{}{}
 			removed = append(removed, a)
 		}
 	}
@@ -171,11 +183,25 @@ func (d *Daemon) apply(old, cfg *Config) {
 func (d *Daemon) forgetApp(a *App) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	delete(d.removing, a)
 	if d.apps[a.name] != nil {
 		return
 	}
 	d.proxy.RemoveApp(a.name)
 	d.holds.Remove(a.name)
+}
+
+// removingApps lists the apps removed from deploy.toml whose processes are
+// still draining.
+func (d *Daemon) removingApps() []*App {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	var list []*App
+	for a := range d.removing {
+		list = append(list, a)
+	}
+	slices.SortFunc(list, func(x, y *App) int { return strings.Compare(x.name, y.name) })
+	return list
 }
 
 // routesOf lists cfg's routes in the proxy's terms and checks them.

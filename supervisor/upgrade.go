@@ -46,6 +46,14 @@ func (d *Daemon) Upgrade() (*UpgradeResult, error) {
 	if d.handedOver.Load() {
 		return nil, fmt.Errorf("%w: this daemon already handed over", ErrUpgradeBusy)
 	}
+	if d.ctx.Err() != nil {
+		return nil, fmt.Errorf("%w: this daemon is shutting down", ErrUpgradeBusy)
+	}
+	// An app removed from deploy.toml drains under this daemon alone: the
+	// new one would not know it, and its processes would outlive both.
+	if gone := d.removingApps(); len(gone) > 0 {
+		return nil, fmt.Errorf("%w: app %s, removed from deploy.toml, is still draining (at most its drain_timeout): upgrade once it has stopped", ErrUpgradeBusy, gone[0].name)
+	}
 	// Every app's operation lock: no swap, stop or start across the
 	// hand-over. On success they stay locked: this daemon is done with apps.
 	apps := d.appList()

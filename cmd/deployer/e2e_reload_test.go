@@ -286,3 +286,51 @@ func TestReloadRemoveThenAddBack(t *testing.T) {
 	os.Remove(filepath.Join(e.dir, "run", "api", "hold"))
 	e.waitState("api", supervisor.StateServing, 5*time.Second)
 }
+
+// An app removed from deploy.toml while its start keeps failing is not
+// started again by the retries; one removed while a slow request keeps it
+// draining is waited for by a shutdown: no process outlives the daemon.
+func TestReloadRemovedAppsLeaveNothing(t *testing.T) {
+	e := newEnv(t)
+	web := reloadApp("web", `["127.0.0.1", "web.test"]`)
+	bad := strings.Replace(reloadApp("bad", `["bad.test"]`), `"{version}"]`, `"{version}", "-fail-at-boot"]`, 1)
+	api := reloadApp("api", `["api.test"]`, `drain_timeout = "20s"`)
+	e.writeConfig(reloadConfig("%ADDR%", web, bad, api))
+	e.launch()
+	e.waitState("web", supervisor.StateServing, 10*time.Second)
+	e.waitState("api", supervisor.StateServing, 10*time.Second)
+	waitFor(t, "bad's start to fail", 10*time.Second, func() bool {
+		return strings.Contains(e.logs.String(), `msg="start failed" app=bad`)
+	})
+	apiPID := e.instance("api", 0).PID
+	slow := make(chan int, 1)
+	go func() {
+		code, _, _ := hostGet(t, &http.Client{Timeout: 30 * time.Second}, e.url("/slow?d=10s"), "api.test")
+		slow <- code
+	}()
+	waitFor(t, "the slow request in flight", 5*time.Second, func() bool { return e.appStatus("api").InFlight == 1 })
+
+	e.replaceConfig(reloadConfig("%ADDR%", web))
+	waitFor(t, "bad and api removed", 5*time.Second, func() bool {
+		code, _, _ := hostGet(t, http.DefaultClient, e.url("/"), "bad.test")
+		return code == 404
+	})
+	failures := strings.Count(e.logs.String(), `msg="start failed" app=bad`)
+	time.Sleep(2500 * time.Millisecond) // past bad's next retries (1s, 2s)
+	if n := strings.Count(e.logs.String(), `msg="start failed" app=bad`); n != failures {
+		t.Errorf("bad was started again after its removal: %d failed starts, %d at the removal", n, failures)
+	}
+	if syscall.Kill(apiPID, 0) != nil {
+		t.Fatal("api stopped while its slow request was in flight")
+	}
+
+	// A shutdown now waits for api's drain (the slow request), then stops it.
+	e.stopDaemon()
+	if code := <-slow; code != 200 {
+		t.Errorf("the slow request to the removed api answered %d, want 200", code)
+	}
+	if syscall.Kill(apiPID, 0) != syscall.ESRCH {
+		syscall.Kill(apiPID, syscall.SIGKILL)
+		t.Fatalf("api's process %d outlived the daemon", apiPID)
+	}
+}
