@@ -1,9 +1,11 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/deployer/deployer/proxy"
@@ -24,6 +26,11 @@ func (d *Daemon) adoptAll() []*App {
 	if err != nil {
 		d.log.Error("reading the state file: starting every app afresh", "error", err)
 		return d.appList()
+	}
+	if st.PID != 0 && st.PID != os.Getpid() && st.PIDStart != 0 {
+		if ticks, err := startTicks(st.PID); err == nil && ticks == st.PIDStart {
+			d.previous = daemonProcess{pid: st.PID, start: st.PIDStart}
+		}
 	}
 	var boot []*App
 	for _, a := range d.appList() {
@@ -97,6 +104,39 @@ func (a *App) adopt(sa stateApp) bool {
 	a.mu.Unlock()
 	a.watch(v) // an instance that did not survive is restarted from here
 	return true
+}
+
+// daemonProcess names a daemon process by pid and start time.
+type daemonProcess struct {
+	pid   int
+	start uint64 // clock ticks since boot (/proc/<pid>/stat)
+}
+
+// ownStartTicks is this process's start time, for the state file.
+var ownStartTicks = sync.OnceValue(func() uint64 {
+	ticks, _ := startTicks(os.Getpid())
+	return ticks
+})
+
+// waitPrevious waits until the daemon this one took over from (after an
+// upgrade it finishes the requests, streams and websockets it accepted,
+// within its drain_timeout) has exited, or ctx ends. Nothing to wait for
+// after a crash, or when this daemon started afresh.
+func (d *Daemon) waitPrevious(ctx context.Context) {
+	prev := d.previous
+	if prev.pid == 0 {
+		return
+	}
+	for {
+		if ticks, err := startTicks(prev.pid); err != nil || ticks != prev.start {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // adoptVersion rebuilds a version from its state, adopting every process

@@ -60,6 +60,9 @@ type Daemon struct {
 	// processes have stopped (reload.go): shutdown waits for them too, and
 	// an upgrade waits until they are gone.
 	removing map[*App]struct{}
+	// previous is the daemon this one took over from while it may still run
+	// (set by adoptAll, read-only after): drains of TCP versions wait for it.
+	previous daemonProcess
 
 	// ctx ends when the daemon begins to shut down: no more boots or crash
 	// restarts. Drains use their own deadlines.

@@ -40,6 +40,11 @@ func (a *App) drainWithin(v *version, keep int, timeout time.Duration) (cut int)
 		}
 	}
 	left := waitNoConnections(ctx, paths)
+	if len(paths) < len(v.instances) {
+		// A TCP version: no connection count shows what the daemon this
+		// one took over from still forwards to it. Wait for that daemon.
+		a.d.waitPrevious(ctx)
+	}
 	if cut > 0 || left > 0 {
 		a.log.Warn("drain deadline: cutting connections", "version", v.name,
 			"cut_requests", cut, "outer_connections", left, "drain_timeout", cfg.DrainTimeout)

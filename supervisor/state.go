@@ -14,10 +14,13 @@ import (
 // every process, rewritten atomically on every change. A new daemon (after an
 // upgrade, or a crash of the last one) adopts the processes it lists.
 type stateFile struct {
-	Written time.Time           `json:"written"`
-	PID     int                 `json:"pid"`             // the daemon that wrote it
-	Build   *Build              `json:"build,omitempty"` // its build (nil: written before builds were recorded)
-	Apps    map[string]stateApp `json:"apps"`
+	Written time.Time `json:"written"`
+	PID     int       `json:"pid"` // the daemon that wrote it
+	// PIDStart is that daemon's start time (clock ticks since boot): its
+	// pid alone could be another process's by the time it is read.
+	PIDStart uint64              `json:"pid_start_ticks,omitempty"`
+	Build    *Build              `json:"build,omitempty"` // its build (nil: written before builds were recorded)
+	Apps     map[string]stateApp `json:"apps"`
 }
 
 type stateApp struct {
@@ -62,7 +65,7 @@ func (d *Daemon) saveState() {
 	d.stateMu.Lock()
 	defer d.stateMu.Unlock()
 	build := CurrentBuild()
-	sf := stateFile{Written: time.Now().UTC(), PID: os.Getpid(), Build: &build, Apps: make(map[string]stateApp)}
+	sf := stateFile{Written: time.Now().UTC(), PID: os.Getpid(), PIDStart: ownStartTicks(), Build: &build, Apps: make(map[string]stateApp)}
 	for _, a := range d.appList() {
 		sf.Apps[a.name] = a.persisted()
 	}

@@ -1029,3 +1029,40 @@ func TestDaemonUpgradeReportsBuilds(t *testing.T) {
 		t.Errorf("the new daemon's start line does not name its build:\n%s", log)
 	}
 }
+
+// A {port} app's old version draining across an upgrade keeps what the
+// old daemon still forwards to it: the new daemon sees no connection count
+// for TCP, so it waits for the old daemon to exit before it stops that
+// version (within its drain deadline). A websocket opened through the old
+// daemon to v1 keeps echoing after the upgrade.
+func TestUpgradeKeepsTCPDrain(t *testing.T) {
+	u := newUpgradeEnv(t)
+	u.configure("10s", "env = { LISTEN_PORT = \"{port}\" }\n")
+	u.startDaemon()
+	ctx := context.Background()
+	c, _, err := websocket.Dial(ctx, "ws://"+u.addr+"/ws", nil)
+	if err != nil {
+		t.Fatalf("websocket dial: %v", err)
+	}
+	defer c.CloseNow()
+	if _, hello, err := c.Read(ctx); err != nil || string(hello) != "version v1" {
+		t.Fatalf("websocket greeted %q, %v; want version v1", hello, err)
+	}
+	u.mustCLI("swap", "web", "v2")
+	u.upgrade()
+	time.Sleep(time.Second) // the new daemon has adopted v1's drain
+	for i := range 3 {
+		msg := fmt.Sprintf("after the upgrade %d", i)
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := c.Write(wctx, websocket.MessageText, []byte(msg))
+		var got []byte
+		if err == nil {
+			_, got, err = c.Read(wctx)
+		}
+		cancel()
+		if err != nil || string(got) != msg {
+			t.Fatalf("websocket to the draining v1 %s after the upgrade: %q, %v", time.Duration(i)*300*time.Millisecond+time.Second, got, err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
