@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -43,7 +45,58 @@ func (d *Daemon) adoptAll() []*App {
 			boot = append(boot, a)
 		}
 	}
+	for _, name := range slices.Sorted(maps.Keys(st.Apps)) {
+		if _, err := d.app(name); err != nil {
+			d.retireRemoved(name, st.Apps[name])
+		}
+	}
 	return boot
+}
+
+// retireRemoved drains and stops the processes the state file lists for an
+// app deploy.toml no longer defines (removed while no daemon ran, or during
+// an upgrade): nothing routes to them any more, and left alone they would
+// run on, no one's. It drains as a reload's removal does (connections of
+// outer proxies and of the previous daemon first), with the default stop
+// settings, its config being gone.
+func (d *Daemon) retireRemoved(name string, sa stateApp) {
+	if !appNameRE.MatchString(name) {
+		return // not a name deployer writes
+	}
+	a := newApp(d, defaultApp(name, d.config().Deployer))
+	a.removed.Store(true)
+	var versions []*version
+	if sa.Serving != nil {
+		sa.Draining = append(sa.Draining, *sa.Serving)
+	}
+	for _, sv := range sa.Draining {
+		if v := a.adoptVersion(sv); v != nil {
+			versions = append(versions, v)
+		}
+	}
+	if len(versions) == 0 {
+		return
+	}
+	a.log.Warn("app no longer in deploy.toml: draining and stopping the processes it left", "versions", len(versions))
+	d.mu.Lock()
+	d.removing[a] = struct{}{}
+	d.mu.Unlock()
+	a.mu.Lock()
+	for _, v := range versions {
+		a.draining[v] = struct{}{}
+		v.drainDeadline = time.Now().Add(v.cfg.DrainTimeout)
+		a.drains.Add(1)
+	}
+	a.mu.Unlock()
+	go func() {
+		var wg sync.WaitGroup
+		for _, v := range versions {
+			wg.Go(func() { a.drain(v, 0) })
+		}
+		wg.Wait()
+		d.forgetApp(a)
+		d.saveState()
+	}()
 }
 
 // adopt restores an app from its state; it reports whether the app is taken

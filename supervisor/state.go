@@ -69,6 +69,13 @@ func (d *Daemon) saveState() {
 	for _, a := range d.appList() {
 		sf.Apps[a.name] = a.persisted()
 	}
+	// Apps removed from deploy.toml stay listed while their processes
+	// drain: a daemon that takes over meanwhile stops them (retireRemoved).
+	for _, a := range d.removingApps() {
+		if _, ok := sf.Apps[a.name]; !ok {
+			sf.Apps[a.name] = a.persisted()
+		}
+	}
 	b, err := json.MarshalIndent(sf, "", "  ")
 	if err == nil {
 		err = writeFileAtomic(d.layout.StateFile(), append(b, '\n'), 0o644)

@@ -334,3 +334,37 @@ func TestReloadRemovedAppsLeaveNothing(t *testing.T) {
 		t.Fatalf("api's process %d outlived the daemon", apiPID)
 	}
 }
+
+// An app taken out of deploy.toml while no daemon ran (the last one was
+// killed) is not left running: the next daemon finds its processes in the
+// state file, drains and stops them, and removes its sockets, while the
+// apps still defined are adopted as they were.
+func TestRemovedWhileDownStopped(t *testing.T) {
+	e := newEnv(t)
+	web := reloadApp("web", `["127.0.0.1", "web.test"]`)
+	api := reloadApp("api", `["api.test"]`)
+	e.writeConfig(reloadConfig("%ADDR%", web, api))
+	e.start("web", "api")
+	webPID, apiPID := e.instance("web", 0).PID, e.instance("api", 0).PID
+	if err := e.daemon.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-e.exited
+
+	e.writeConfig(reloadConfig("%ADDR%", web))
+	e.launch()
+	e.waitState("web", supervisor.StateServing, 10*time.Second)
+	if got := e.instance("web", 0).PID; got != webPID {
+		t.Errorf("web runs pid %d after the restart, want %d adopted", got, webPID)
+	}
+	waitFor(t, "api's process, no longer in deploy.toml, to be stopped", 10*time.Second, func() bool {
+		return syscall.Kill(apiPID, 0) == syscall.ESRCH
+	})
+	if !strings.Contains(e.logs.String(), "app no longer in deploy.toml: draining and stopping the processes it left") {
+		t.Errorf("the daemon did not say why it stopped api:\n%s", e.logs.String())
+	}
+	waitFor(t, "api's sockets removed", 5*time.Second, func() bool {
+		left, _ := filepath.Glob(filepath.Join(e.dir, "run", "api", "*.sock"))
+		return len(left) == 0
+	})
+}
