@@ -428,18 +428,38 @@ version = "v1"
 	}})
 	upgraded := make(chan *UpgradeResult, 1)
 	go func() {
-		res, err := d.Upgrade()
-		if err != nil {
-			t.Errorf("Upgrade: %v", err)
+		// The app's boot retries hold its operation lock for a moment
+		// each: an upgrade then is refused, and tried again.
+		for {
+			res, err := d.Upgrade()
+			if errors.Is(err, ErrOpRunning) {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			if err != nil {
+				t.Errorf("Upgrade: %v", err)
+			}
+			upgraded <- res
+			return
 		}
-		upgraded <- res
 	}()
-	<-inUpgrade
+	select {
+	case <-inUpgrade:
+	case res := <-upgraded:
+		t.Fatalf("the upgrade ended before it began: %+v", res)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upgrade never began")
+	}
 	d.requestShutdown()
 	time.Sleep(100 * time.Millisecond) // Run is at the shutdown now
 	close(finish)
-	if res := <-upgraded; res == nil || !res.OK {
-		t.Fatalf("upgrade result %+v", res)
+	select {
+	case res := <-upgraded:
+		if res == nil || !res.OK {
+			t.Fatalf("upgrade result %+v", res)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upgrade did not end")
 	}
 	select {
 	case <-d.handoverC:
