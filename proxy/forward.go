@@ -19,6 +19,11 @@ import (
 // must not take the app down forever.
 const maxReplays = 3
 
+// maxStale bounds how often a request goes again at once, on the same
+// instance, after a pooled connection the app had closed: beyond, as if the
+// instance failed (another one, or a backoff).
+const maxStale = 3
+
 // inlineBodyMax is the largest request body the request's own goroutine
 // writes before reading the response. A larger or streamed body is written
 // by a goroutine of its own while the response is read, so an app that
@@ -74,7 +79,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 	// too (as with http.Transport): see call.watchClient.
 	defer c.unwatchClient()
 
-	replays := 0
+	replays, stale := 0, 0
 	for {
 		v, in, err := c.b.acquire(c)
 		if err != nil {
@@ -93,6 +98,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 		// connection the app has closed: check a reused one first.
 		now := c.now()
 		bc, reused, err := in.pool.get(!idempotent, now)
+		var idleSince time.Time
+		if reused {
+			idleSince = bc.idleSince
+		}
 		if err == nil && !c.attach(bc) {
 			bc.close()
 			err = c.aborted()
@@ -136,6 +145,16 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 		if !again || !reused && replays >= maxReplays {
 			p.writeError(w, r, c, err)
 			return
+		}
+		if reused && stale < maxStale {
+			// The app closed it while it sat idle, by an idle timeout of
+			// its own shorter than ours: the connections idle as long are
+			// closed too. Drop them and go again at once, the instance
+			// being fine (no backoff: with one instance, each dead pooled
+			// connection would cost a request a backoff).
+			stale++
+			in.pool.closeIdleSince(idleSince)
+			continue
 		}
 		if !reused {
 			replays++

@@ -147,16 +147,11 @@ func (p *connPool) put(bc *backendConn) {
 // which sit at the bottom of the stack, and re-arms while any is left.
 func (p *connPool) closeExpired() {
 	p.mu.Lock()
-	var expired []*backendConn
 	n := 0
 	for n < len(p.idle) && time.Since(p.idle[n].idleSince) >= idleConnTimeout {
 		n++
 	}
-	if n > 0 {
-		expired = append(expired, p.idle[:n]...)
-		p.idle = append(p.idle[:0], p.idle[n:]...)
-		clear(p.idle[len(p.idle):cap(p.idle)])
-	}
+	expired := p.takeOldestLocked(n)
 	p.sweep = nil
 	if len(p.idle) > 0 {
 		next := idleConnTimeout - time.Since(p.idle[0].idleSince)
@@ -166,6 +161,34 @@ func (p *connPool) closeExpired() {
 	for _, bc := range expired {
 		bc.close()
 	}
+}
+
+// closeIdleSince closes the idle connections that went idle at t or
+// before. One of them was found closed by the app, which closes idle
+// connections after a timeout of its own: those idle as long are closed too.
+func (p *connPool) closeIdleSince(t time.Time) {
+	p.mu.Lock()
+	n := 0
+	for n < len(p.idle) && !p.idle[n].idleSince.After(t) {
+		n++
+	}
+	stale := p.takeOldestLocked(n)
+	p.mu.Unlock()
+	for _, bc := range stale {
+		bc.close()
+	}
+}
+
+// takeOldestLocked takes the n connections idle longest (the bottom of the
+// stack) out of the pool. p.mu is held.
+func (p *connPool) takeOldestLocked(n int) []*backendConn {
+	if n == 0 {
+		return nil
+	}
+	taken := append([]*backendConn(nil), p.idle[:n]...)
+	p.idle = append(p.idle[:0], p.idle[n:]...)
+	clear(p.idle[len(p.idle):cap(p.idle)])
+	return taken
 }
 
 // closeIdle closes the idle connections; with retire, the pool also stops

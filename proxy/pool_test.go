@@ -223,3 +223,49 @@ func TestPoolReuseRules(t *testing.T) {
 		t.Errorf("%d connections open, want 1 (the others closed)", n)
 	}
 }
+
+// An app that closes idle keep-alive connections sooner than the proxy
+// (gunicorn: 2s, Node: 5s) leaves the pool full of dead connections after a
+// quiet spell. The first request after it finds one dead, drops those idle
+// as long, and goes on at once on a fresh connection to the same instance:
+// it does not try each dead one with a backoff between (40 dead connections
+// used to cost it 40 × 25 ms).
+func TestStalePoolAfterAppIdleTimeout(t *testing.T) {
+	ln, target := listenUnix(t, sockDir(t), "app.sock")
+	srv := &http.Server{Handler: text("ok"), IdleTimeout: 50 * time.Millisecond}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	f := newFixture(t, AppOptions{QueueTimeout: 10 * time.Second})
+	f.p.Serve("web", "v1", []Target{target})
+
+	const conns = 40
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Go(func() {
+			req := mustRequest(t, http.MethodGet, f.url+"/", nil)
+			// Each its own client connection, so that the proxy opens 40
+			// app connections at once.
+			c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			<-release
+			res, err := c.Do(req)
+			if err == nil {
+				res.Body.Close()
+			}
+		})
+	}
+	close(release)
+	wg.Wait()
+	time.Sleep(300 * time.Millisecond) // the app closes every idle connection
+
+	start := time.Now()
+	code, body := f.get(t, "/")
+	took := time.Since(start)
+	if code != 200 || body != "ok" {
+		t.Fatalf("after the app closed its idle connections: %d %q", code, body)
+	}
+	if took > 500*time.Millisecond {
+		t.Fatalf("the first request after a quiet spell took %s: it went through the dead pooled connections one by one", took)
+	}
+	t.Logf("first request after the app closed %d idle connections: %s", conns, took.Round(time.Microsecond))
+}
