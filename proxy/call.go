@@ -35,11 +35,14 @@ type call struct {
 	inst       *instance
 	upgraded   bool
 	// trusted: the client is one of Options.TrustedProxies; waited: the
-	// request blocked since its arrival (see now). Owned by the request's
+	// request blocked since its arrival (see now); holding: it has waited
+	// at the gate (queue or backoff), so it counts against max_queued and
+	// is never refused for a full queue again. Owned by the request's
 	// goroutine; here to fit in upgraded's padding, which keeps call in
 	// its size class.
 	trusted bool
 	waited  bool
+	holding bool
 	err     error // set with a wake-up that carries no assignment
 
 	// wake carries one token when a releaser assigned the call (version,

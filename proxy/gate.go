@@ -22,13 +22,10 @@ const backoff = 25 * time.Millisecond
 // Instances in c.avoid refused c already; when every ready instance is in
 // it, c waits for a state change or backoff, then tries them all again.
 //
-// Errors: ErrQueueTimeout, ErrQueueFull (only on c's first acquire),
+// Errors: ErrQueueTimeout, ErrQueueFull (only before c first waits),
 // ErrAppRemoved, or the context's error.
 func (b *backend) acquire(c *call) (*version, *instance, error) {
-	// Only a request's first attempt can be refused for a full queue: one
-	// coming back after a failed connect or a dead app was admitted already.
-	first := c.deadline.IsZero()
-	for ; ; first = false {
+	for {
 		b.mu.Lock()
 		if c.deadline.IsZero() {
 			c.deadline = c.arrival.Add(b.opts.QueueTimeout)
@@ -44,6 +41,12 @@ func (b *backend) acquire(c *call) (*version, *instance, error) {
 				b.mu.Unlock()
 				return v, in, nil
 			}
+			// Every instance refused c: it waits like a held request
+			// (it counts as one), within the same bound.
+			if err := b.admitLocked(c); err != nil {
+				b.mu.Unlock()
+				return nil, nil, err
+			}
 			if err := b.backoffLocked(c); err != nil {
 				return nil, nil, err
 			}
@@ -54,10 +57,9 @@ func (b *backend) acquire(c *call) (*version, *instance, error) {
 			b.mu.Unlock()
 			return nil, nil, err
 		}
-		if first && b.heldLocked() >= b.opts.MaxQueued {
-			max := b.opts.MaxQueued
+		if err := b.admitLocked(c); err != nil {
 			b.mu.Unlock()
-			return nil, nil, fmt.Errorf("%w: app %s already holds %d requests", ErrQueueFull, b.name, max)
+			return nil, nil, err
 		}
 		if c.wake == nil {
 			c.wake = make(chan struct{}, 1)
@@ -67,6 +69,21 @@ func (b *backend) acquire(c *call) (*version, *instance, error) {
 		b.mu.Unlock()
 		return b.wait(c)
 	}
+}
+
+// admitLocked lets c wait at the gate, in the queue or in a backoff, unless
+// max_queued requests wait already: then ErrQueueFull, at once. A request
+// that has waited once is not refused again (it was admitted; it comes back
+// after a failed connect or a dead app). b.mu is held.
+func (b *backend) admitLocked(c *call) error {
+	if c.holding {
+		return nil
+	}
+	if b.heldLocked() >= b.opts.MaxQueued {
+		return fmt.Errorf("%w: app %s already holds %d requests", ErrQueueFull, b.name, b.opts.MaxQueued)
+	}
+	c.holding = true
+	return nil
 }
 
 // wait blocks while c is in the queue. A releaser that takes c out of the

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -271,5 +272,44 @@ func TestQueueTimeoutsOneTimer(t *testing.T) {
 	}
 	if held := f.p.Stats("web").Held; held != 0 {
 		t.Errorf("held after every timeout = %d, want 0", held)
+	}
+}
+
+// max_queued bounds requests waiting on an app whose only instance is in
+// rotation but refuses connections (a crash not noticed yet, a full
+// backlog) as it bounds the queue of a paused one: beyond it, 503 at once.
+func TestMaxQueuedBoundsBackoff(t *testing.T) {
+	ln, target := listenUnix(t, sockDir(t), "dead.sock")
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close() // the socket file stays: connections are refused
+	f := newFixture(t, AppOptions{MaxQueued: 2, QueueTimeout: 3 * time.Second})
+	f.p.Serve("web", "v1", []Target{target})
+
+	type answer struct {
+		code int
+		took time.Duration
+	}
+	answers := make(chan answer, 10)
+	for range 10 {
+		go func() {
+			start := time.Now()
+			code, _ := f.get(t, "/")
+			answers <- answer{code, time.Since(start)}
+		}()
+	}
+	fast, slow := 0, 0
+	for range 10 {
+		a := <-answers
+		if a.code != http.StatusServiceUnavailable {
+			t.Errorf("answered %d, want 503", a.code)
+		}
+		if a.took < 1500*time.Millisecond {
+			fast++
+		} else {
+			slow++
+		}
+	}
+	if fast != 8 || slow != 2 {
+		t.Fatalf("%d answered at once, %d after queue_timeout; want 8 refused at once beyond max_queued 2, 2 held until their timeout", fast, slow)
 	}
 }
