@@ -88,6 +88,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 		}
 		c.lastVersion = v.name
 		slot := in.pool.acquireSlot(c)
+		if !slot && c.client.Err() != nil {
+			// It left while waiting for a slot: nothing goes to the app.
+			c.b.finish(c)
+			p.writeError(w, r, c, fmt.Errorf("%w: while waiting for a connection slot", ErrClientGone))
+			return
+		}
 		releaseSlot := func() {
 			if slot {
 				slot = false

@@ -269,3 +269,39 @@ func TestStalePoolAfterAppIdleTimeout(t *testing.T) {
 	}
 	t.Logf("first request after the app closed %d idle connections: %s", conns, took.Round(time.Microsecond))
 }
+
+// A request whose client leaves while it waits for a slot is not sent to
+// the app: the app never sees it.
+func TestSlotWaitClientGone(t *testing.T) {
+	f := newFixture(t, AppOptions{})
+	stuck := make(chan struct{})
+	defer close(stuck)
+	var seen atomic.Int64
+	f.p.Serve("web", "v1", []Target{startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stuck" {
+			select {
+			case <-stuck:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		seen.Add(1)
+		io.WriteString(w, "ok")
+	}))})
+	setSlots(t, f, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f.goGet(ctx, "/stuck")
+	pool := f.p.app("web").versions[0].instances[0].pool
+	waitFor(t, "the stuck request to take the slot", func() bool { return len(pool.slots) == 1 })
+
+	gone, leave := context.WithCancel(context.Background())
+	res := f.goGet(gone, "/left")
+	time.Sleep(200 * time.Millisecond) // waiting for the slot
+	leave()
+	<-res
+	time.Sleep(slotWait + 200*time.Millisecond) // past the slot wait
+	if n := seen.Load(); n != 0 {
+		t.Fatalf("the app saw %d request(s) from a client that left while waiting for a slot", n)
+	}
+}
