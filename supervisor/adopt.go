@@ -83,9 +83,7 @@ func (d *Daemon) retireRemoved(name string, sa stateApp) {
 	d.mu.Unlock()
 	a.mu.Lock()
 	for _, v := range versions {
-		a.draining[v] = struct{}{}
-		v.drainDeadline = time.Now().Add(v.cfg.DrainTimeout)
-		a.drains.Add(1)
+		a.beginDrainLocked(v, time.Now().Add(v.cfg.DrainTimeout))
 	}
 	a.mu.Unlock()
 	go func() {
@@ -115,8 +113,7 @@ func (a *App) adopt(sa stateApp) bool {
 	for _, sv := range sa.Draining {
 		if v := a.adoptVersion(sv); v != nil {
 			a.mu.Lock()
-			a.draining[v] = struct{}{}
-			a.drains.Add(1)
+			a.beginDrainLocked(v, sv.Deadline)
 			a.mu.Unlock()
 			left := time.Until(sv.Deadline)
 			go a.drainWithin(v, 0, max(left, 0))

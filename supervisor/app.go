@@ -260,9 +260,7 @@ func (a *App) Swap(ctx context.Context, op, name string, waitDrain bool, progres
 	a.mu.Lock()
 	a.serving, a.previous, a.lastErr = v, old.name, ""
 	a.setLastLocked(name)
-	a.draining[old] = struct{}{}
-	old.drainDeadline = time.Now().Add(old.cfg.DrainTimeout)
-	a.drains.Add(1)
+	a.beginDrainLocked(old, time.Now().Add(old.cfg.DrainTimeout))
 	a.mu.Unlock()
 	a.watch(v)
 	a.d.saveState()
@@ -363,9 +361,7 @@ func (a *App) stopLocked(progress progressFunc) (*Result, error) {
 	}
 	a.serving, a.state = nil, StateStopped
 	a.setLastLocked(v.name)
-	a.draining[v] = struct{}{}
-	v.drainDeadline = time.Now().Add(v.cfg.DrainTimeout)
-	a.drains.Add(1)
+	a.beginDrainLocked(v, time.Now().Add(v.cfg.DrainTimeout))
 	a.mu.Unlock()
 	start := time.Now()
 	progress("draining %s of %s (up to %s)", v.name, a.name, v.cfg.DrainTimeout)
@@ -375,6 +371,15 @@ func (a *App) stopLocked(progress progressFunc) (*Result, error) {
 	progress("%s stopped", a.name)
 	return &Result{OK: true, App: a.name, Op: "stop", OldVersion: v.name, CutRequests: cut,
 		DurationMS: time.Since(start).Milliseconds()}, nil
+}
+
+// beginDrainLocked counts v among the versions draining, until deadline
+// (kept in the state file, so a daemon taking over keeps it too); drain
+// ends it. a.mu is held.
+func (a *App) beginDrainLocked(v *version, deadline time.Time) {
+	a.draining[v] = struct{}{}
+	v.drainDeadline = deadline
+	a.drains.Add(1)
 }
 
 // setLastLocked records name as the version to start again, with the
