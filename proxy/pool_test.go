@@ -89,15 +89,15 @@ func TestSlotsFreedByStreams(t *testing.T) {
 	wg.Wait()
 }
 
-// With every slot held by a request the app does not answer, another
-// request waits slotWait, then goes anyway.
-func TestSlotWaitBounded(t *testing.T) {
-	old := slotWait
-	slotWait = 50 * time.Millisecond
-	defer func() { slotWait = old }()
+// stuckSlot is a fixture whose app holds /stuck unanswered and answers
+// anything else "ok", counting those, with its one instance limited to one
+// slot, which a /stuck request holds when it returns.
+func stuckSlot(t *testing.T) (*fixture, *atomic.Int64) {
+	t.Helper()
 	f := newFixture(t, AppOptions{})
 	stuck := make(chan struct{})
-	defer close(stuck)
+	t.Cleanup(func() { close(stuck) })
+	var seen atomic.Int64
 	f.p.Serve("web", "v1", []Target{startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/stuck" {
 			select {
@@ -106,13 +106,25 @@ func TestSlotWaitBounded(t *testing.T) {
 			}
 			return
 		}
+		seen.Add(1)
 		io.WriteString(w, "ok")
 	}))})
 	setSlots(t, f, 1)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	f.goGet(ctx, "/stuck")
-	waitFor(t, "the stuck request to take the slot", func() bool { return len(f.p.app("web").versions[0].instances[0].pool.slots) == 1 })
+	pool := f.p.app("web").versions[0].instances[0].pool
+	waitFor(t, "the stuck request to take the slot", func() bool { return len(pool.slots) == 1 })
+	return f, &seen
+}
+
+// With every slot held by a request the app does not answer, another
+// request waits slotWait, then goes anyway.
+func TestSlotWaitBounded(t *testing.T) {
+	old := slotWait
+	slotWait = 50 * time.Millisecond
+	defer func() { slotWait = old }()
+	f, _ := stuckSlot(t)
 	start := time.Now()
 	if status, body := f.get(t, "/"); status != 200 || body != "ok" {
 		t.Fatalf("got %d %q", status, body)
@@ -273,28 +285,7 @@ func TestStalePoolAfterAppIdleTimeout(t *testing.T) {
 // A request whose client leaves while it waits for a slot is not sent to
 // the app: the app never sees it.
 func TestSlotWaitClientGone(t *testing.T) {
-	f := newFixture(t, AppOptions{})
-	stuck := make(chan struct{})
-	defer close(stuck)
-	var seen atomic.Int64
-	f.p.Serve("web", "v1", []Target{startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/stuck" {
-			select {
-			case <-stuck:
-			case <-r.Context().Done():
-			}
-			return
-		}
-		seen.Add(1)
-		io.WriteString(w, "ok")
-	}))})
-	setSlots(t, f, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	f.goGet(ctx, "/stuck")
-	pool := f.p.app("web").versions[0].instances[0].pool
-	waitFor(t, "the stuck request to take the slot", func() bool { return len(pool.slots) == 1 })
-
+	f, seen := stuckSlot(t)
 	gone, leave := context.WithCancel(context.Background())
 	res := f.goGet(gone, "/left")
 	time.Sleep(200 * time.Millisecond) // waiting for the slot

@@ -307,49 +307,97 @@ func TestStreamConcurrentProgress(t *testing.T) {
 	}
 }
 
-// The control socket listens from the daemon's start but is served only
-// once the daemon is ready (its apps adopted): until then a call waits, so
-// that after an upgrade the old daemon, which shares the socket, answers it.
-func TestControlServedOnceReady(t *testing.T) {
-	stateDir := socketDir(t)
-	cfg := loadString(t, fmt.Sprintf(`
+// noAppConfig is deploy.toml text for a daemon with no proxy and one app,
+// web, that never starts (/bin/false), in a fresh state directory.
+func noAppConfig(t *testing.T) string {
+	return fmt.Sprintf(`
 [deployer]
 listen = ""
 state_dir = %q
 [apps.web]
 command = ["/bin/false"]
 version = "v1"
-`, stateDir))
-	inReady, release := make(chan struct{}), make(chan struct{})
-	var releaseOnce sync.Once
-	releaseReady := func() { releaseOnce.Do(func() { close(release) }) }
-	d, err := NewDaemon(cfg, DaemonOptions{
-		Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
-		Ready: func() error {
-			close(inReady)
-			<-release
-			return nil
-		},
-	})
+`, socketDir(t))
+}
+
+// runningDaemon is a daemon whose Run goes on until the test ends.
+type runningDaemon struct {
+	*Daemon
+	ready   chan struct{} // closed once its ready step returned
+	stopped chan struct{} // closed once Run returned
+}
+
+// runDaemon runs NewDaemon(cfg, opts) until the test ends (then it cancels
+// Run's context and waits at most 30s for it). opts.Ready, if set, runs as
+// the daemon's ready step before ready is closed.
+func runDaemon(t *testing.T, cfg *Config, opts DaemonOptions) *runningDaemon {
+	t.Helper()
+	r := &runningDaemon{ready: make(chan struct{}), stopped: make(chan struct{})}
+	hook := opts.Ready
+	opts.Ready = func() error {
+		if hook != nil {
+			if err := hook(); err != nil {
+				return err
+			}
+		}
+		close(r.ready)
+		return nil
+	}
+	opts.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	d, err := NewDaemon(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.Daemon = d
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		releaseReady()
-		cancel()
-		if err := <-done; err != nil {
+	go func() {
+		if err := d.Run(ctx); err != nil {
 			t.Errorf("Run: %v", err)
 		}
+		close(r.stopped)
 	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.stopped:
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return 30s after its context ended")
+		}
+	})
+	return r
+}
+
+// waitReady waits (at most 10s) until the daemon is ready.
+func (r *runningDaemon) waitReady(t *testing.T) {
+	t.Helper()
 	select {
-	case <-inReady:
-	case err := <-done:
-		t.Fatalf("Run returned before ready: %v", err)
+	case <-r.ready:
+	case <-r.stopped:
+		t.Fatal("Run returned before the daemon was ready")
 	case <-time.After(10 * time.Second):
 		t.Fatal("the daemon never got ready")
+	}
+}
+
+// The control socket listens from the daemon's start but is served only
+// once the daemon is ready (its apps adopted): until then a call waits, so
+// that after an upgrade the old daemon, which shares the socket, answers it.
+func TestControlServedOnceReady(t *testing.T) {
+	inReady, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	releaseReady := func() { releaseOnce.Do(func() { close(release) }) }
+	d := runDaemon(t, loadString(t, noAppConfig(t)), DaemonOptions{Ready: func() error {
+		close(inReady)
+		<-release
+		return nil
+	}})
+	defer releaseReady() // before runDaemon's cleanup ends Run
+	select {
+	case <-inReady:
+	case <-d.stopped:
+		t.Fatal("Run returned before its ready step")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon never got to its ready step")
 	}
 
 	conn, err := net.Dial("unix", d.layout.ControlSocket())
@@ -376,56 +424,17 @@ version = "v1"
 	}
 }
 
-// runDaemon runs a daemon over deploy.toml text (state_dir set to a fresh
-// directory; %s in text stands for it) with opts, until the test ends.
-// It returns once the daemon is ready.
-func runDaemon(t *testing.T, text string, opts DaemonOptions) (*Daemon, string) {
-	t.Helper()
-	stateDir := socketDir(t)
-	cfg := loadString(t, fmt.Sprintf(text, stateDir))
-	ready := make(chan struct{})
-	opts.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
-	opts.Ready = func() error { close(ready); return nil }
-	d, err := NewDaemon(cfg, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("Run did not return 30s after its context ended")
-		}
-	})
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("Run returned before ready: %v", err)
-	}
-	return d, cfg.Path
-}
-
 // A shutdown asked for while an upgrade runs waits for it; the upgrade
 // having succeeded, the daemon hands over and Run returns (it used to wait
 // for the apps' operation locks, which the upgrade keeps, for ever).
 func TestShutdownDuringUpgrade(t *testing.T) {
 	inUpgrade, finish := make(chan struct{}), make(chan struct{})
-	d, _ := runDaemon(t, `
-[deployer]
-listen = ""
-state_dir = %q
-[apps.web]
-command = ["/bin/false"]
-version = "v1"
-`, DaemonOptions{Upgrade: func() error {
+	d := runDaemon(t, loadString(t, noAppConfig(t)), DaemonOptions{Upgrade: func() error {
 		close(inUpgrade)
 		<-finish
 		return nil
 	}})
+	d.waitReady(t)
 	upgraded := make(chan *UpgradeResult, 1)
 	go func() {
 		// The app's boot retries hold its operation lock for a moment
@@ -474,15 +483,9 @@ version = "v1"
 // drains: the new daemon would not know it, and its processes would be
 // no one's.
 func TestUpgradeRefusedWhileRemovedAppDrains(t *testing.T) {
-	d, _ := runDaemon(t, `
-[deployer]
-listen = ""
-state_dir = %q
-[apps.web]
-command = ["/bin/false"]
-version = "v1"
-`, DaemonOptions{Upgrade: func() error { return errors.New("not to be called") }})
-	gone := newApp(d, d.config().Apps["web"])
+	d := runDaemon(t, loadString(t, noAppConfig(t)), DaemonOptions{Upgrade: func() error { return errors.New("not to be called") }})
+	d.waitReady(t)
+	gone := newApp(d.Daemon, d.config().Apps["web"])
 	gone.name = "api"
 	d.mu.Lock()
 	d.removing[gone] = struct{}{}
@@ -500,28 +503,12 @@ version = "v1"
 // (what the old daemon leaves to the new one during an upgrade) is applied
 // when the daemon starts.
 func TestEditBeforeWatchApplied(t *testing.T) {
-	stateDir := socketDir(t)
-	text := fmt.Sprintf(`
-[deployer]
-listen = ""
-state_dir = %q
-[apps.web]
-command = ["/bin/false"]
-version = "v1"
-`, stateDir)
+	text := noAppConfig(t)
 	cfg := loadString(t, text)
 	if err := os.WriteFile(cfg.Path, []byte(text+"[apps.api]\ncommand = [\"/bin/false\"]\nversion = \"v1\"\nhosts = [\"api.test\"]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan struct{})
-	d, err := NewDaemon(cfg, DaemonOptions{Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), Ready: func() error { close(ready); return nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	<-ready
+	d := runDaemon(t, cfg, DaemonOptions{})
+	d.waitReady(t)
 	waitUntil(t, "app api from the edit", 5*time.Second, func() bool { return d.config().Apps["api"] != nil })
 }
