@@ -168,6 +168,16 @@ func (e *env) launch() {
 	})
 }
 
+// killDaemon kills the daemon with SIGKILL, as a crash would: its apps'
+// processes run on, and the state file stays as it last wrote it.
+func (e *env) killDaemon() {
+	e.t.Helper()
+	if err := e.daemon.Process.Signal(syscall.SIGKILL); err != nil {
+		e.t.Fatal(err)
+	}
+	<-e.exited
+}
+
 func (e *env) stopDaemon() {
 	if e.daemon == nil {
 		return

@@ -193,10 +193,7 @@ func TestPauseSurvivesDaemonCrash(t *testing.T) {
 	e.start()
 	pid := e.instance("web", 0).PID
 	e.mustCLI("pause", "web")
-	if err := e.daemon.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-e.exited
+	e.killDaemon()
 	e.launch()
 	e.waitState("web", supervisor.StatePaused, 10*time.Second)
 	if got := e.instance("web", 0).PID; got != pid {
@@ -211,10 +208,7 @@ func TestPauseSurvivesDaemonCrash(t *testing.T) {
 	// daemon runs (a resume by hand): the next daemon does not pause it
 	// from its state file.
 	e.mustCLI("pause", "web")
-	if err := e.daemon.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-e.exited
+	e.killDaemon()
 	if err := os.Remove(filepath.Join(e.dir, "run", "web", "hold")); err != nil {
 		t.Fatal(err)
 	}

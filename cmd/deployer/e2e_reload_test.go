@@ -346,10 +346,7 @@ func TestRemovedWhileDownStopped(t *testing.T) {
 	e.writeConfig(reloadConfig("%ADDR%", web, api))
 	e.start("web", "api")
 	webPID, apiPID := e.instance("web", 0).PID, e.instance("api", 0).PID
-	if err := e.daemon.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-e.exited
+	e.killDaemon()
 
 	e.writeConfig(reloadConfig("%ADDR%", web))
 	e.launch()
