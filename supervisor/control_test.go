@@ -512,3 +512,36 @@ func TestEditBeforeWatchApplied(t *testing.T) {
 	d.waitReady(t)
 	waitUntil(t, "app api from the edit", 5*time.Second, func() bool { return d.config().Apps["api"] != nil })
 }
+
+// An edit of deploy.toml during an upgrade is left to the new daemon; when
+// the upgrade fails, the daemon that serves on applies it.
+func TestEditDuringFailedUpgradeApplied(t *testing.T) {
+	text := noAppConfig(t)
+	cfg := loadString(t, text)
+	d := runDaemon(t, cfg, DaemonOptions{Upgrade: func() error {
+		edit := text + "[apps.api]\ncommand = [\"/bin/false\"]\nversion = \"v1\"\nhosts = [\"api.test\"]\n"
+		if err := os.WriteFile(cfg.Path, []byte(edit), 0o644); err != nil {
+			return err
+		}
+		time.Sleep(2 * reloadDebounce) // the watch sees it while the upgrade runs
+		return errors.New("the new binary failed")
+	}})
+	d.waitReady(t)
+	// Past the start's own look for an edit (just after ready), which
+	// would otherwise wait for this upgrade and find the edit itself.
+	time.Sleep(200 * time.Millisecond)
+	for {
+		res, err := d.Upgrade()
+		// web's boot retry holds its lock a moment, the start's own check
+		// for an edit holds the upgrade's: try again.
+		if errors.Is(err, ErrOpRunning) || errors.Is(err, ErrUpgradeBusy) {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if err != nil || res.OK {
+			t.Fatalf("Upgrade: %+v, %v; want a failed upgrade", res, err)
+		}
+		break
+	}
+	waitUntil(t, "app api from the edit made during the failed upgrade", 5*time.Second, func() bool { return d.config().Apps["api"] != nil })
+}

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -282,10 +281,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// An edit of deploy.toml made since it was read (while the previous
 	// daemon upgraded to this one, say: it left the edit to this one) was
 	// seen by no watch: apply it now.
-	if src, err := os.ReadFile(cfg.Path); err == nil && !bytes.Equal(src, cfg.src) {
-		d.log.Info("deploy.toml changed since this daemon read it: reloading")
-		d.Reload()
-	}
+	d.reloadIfChanged()
 
 	select {
 	case <-ctx.Done():

@@ -1,9 +1,11 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -68,13 +70,33 @@ func (d *Daemon) watchConfig(ctx context.Context) error {
 // An invalid file changes nothing: the error is logged and shown by status
 // until a valid file replaces it.
 func (d *Daemon) Reload() error {
-	// Not during an upgrade: the new daemon reads deploy.toml once it runs
-	// (Run), and an app this one started now would be no one's after it.
+	// Not during an upgrade: an app this one started now would be no one's
+	// after it. The new daemon reads deploy.toml again once it runs, this
+	// one if the upgrade fails (reloadIfChanged, both).
 	if !d.upgradeMu.TryLock() {
-		d.log.Info("deploy.toml changed during an upgrade: the new daemon applies it")
+		d.log.Info("deploy.toml changed during an upgrade: it is applied once the upgrade is over")
 		return nil
 	}
 	defer d.upgradeMu.Unlock()
+	return d.reloadLocked()
+}
+
+// reloadIfChanged reloads deploy.toml if it changed since the config in
+// force was read, an edit no watch applied: made before this daemon
+// watched the file, or during an upgrade. It waits for an upgrade under
+// way to end.
+func (d *Daemon) reloadIfChanged() {
+	d.upgradeMu.Lock()
+	defer d.upgradeMu.Unlock()
+	cfg := d.config()
+	if src, err := os.ReadFile(cfg.Path); err == nil && !bytes.Equal(src, cfg.src) {
+		d.log.Info("deploy.toml changed since this daemon read it: reloading")
+		d.reloadLocked()
+	}
+}
+
+// reloadLocked is Reload with d.upgradeMu held.
+func (d *Daemon) reloadLocked() error {
 	if d.handedOver.Load() {
 		return nil
 	}

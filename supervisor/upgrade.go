@@ -96,6 +96,9 @@ func (d *Daemon) Upgrade() (*UpgradeResult, error) {
 		}
 		res.Error = err.Error()
 		d.log.Error("upgrade failed: this daemon serves on", "error", err)
+		// An edit of deploy.toml during the upgrade was left to the new
+		// daemon: it is this one's again (once Upgrade returns).
+		go d.reloadIfChanged()
 		return res, nil
 	}
 	d.handedOver.Store(true)
