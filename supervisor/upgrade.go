@@ -91,14 +91,14 @@ func (d *Daemon) Upgrade() (*UpgradeResult, error) {
 		d.saveState() // the failed one may have written its own
 		d.bg.Unlock()
 		unlock()
+		// An edit of deploy.toml during the upgrade was left to the new
+		// daemon: it is this one's again (once Upgrade returns).
+		go d.reloadIfChanged()
 		if refused {
 			return nil, fmt.Errorf("%w: %v", ErrUpgradeBusy, err)
 		}
 		res.Error = err.Error()
 		d.log.Error("upgrade failed: this daemon serves on", "error", err)
-		// An edit of deploy.toml during the upgrade was left to the new
-		// daemon: it is this one's again (once Upgrade returns).
-		go d.reloadIfChanged()
 		return res, nil
 	}
 	d.handedOver.Store(true)
