@@ -86,13 +86,25 @@ func (d *Daemon) Reload() error {
 // watched the file, or during an upgrade. It waits for an upgrade under
 // way to end.
 func (d *Daemon) reloadIfChanged() {
+	// Looked at before the lock too: an unchanged file (the usual case)
+	// takes nothing an upgrade asked for just then would find taken.
+	if !d.configChanged() {
+		return
+	}
 	d.upgradeMu.Lock()
 	defer d.upgradeMu.Unlock()
-	cfg := d.config()
-	if src, err := os.ReadFile(cfg.Path); err == nil && !bytes.Equal(src, cfg.src) {
+	if d.configChanged() {
 		d.log.Info("deploy.toml changed since this daemon read it: reloading")
 		d.reloadLocked()
 	}
+}
+
+// configChanged reports whether deploy.toml differs from what the config in
+// force was read from.
+func (d *Daemon) configChanged() bool {
+	cfg := d.config()
+	src, err := os.ReadFile(cfg.Path)
+	return err == nil && !bytes.Equal(src, cfg.src)
 }
 
 // reloadLocked is Reload with d.upgradeMu held.
