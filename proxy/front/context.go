@@ -151,15 +151,30 @@ func (c *conn) wantBackgroundRead(x *reqCtx) {
 // not hijacked, and nothing of a next request buffered (a client that
 // pipelined is still there; net/http does not treat its bytes as leaving
 // either). With nothing buffered, the read buffer goes back to the pool
-// until the handler returns: a held request keeps none. Called with c.mu
-// held.
+// until the handler returns: a held request keeps none. While the body is
+// unread, the client is watched for the end of its stream only (a hangup
+// watch, Linux only), which the full watch replaces once the body is read.
+// Called with c.mu held.
 func (c *conn) startBackgroundReadLocked() {
-	if !c.bgWanted || c.bgRunning || !c.inHandler || !c.bodyDone || c.hasByte || c.br.Buffered() > 0 {
+	if !c.bgWanted || c.bgRunning || !c.inHandler {
 		return
+	}
+	if !c.bodyDone {
+		if c.watch == nil {
+			c.watch = startClientWatch(c, c.ctx, true)
+		}
+		return
+	}
+	if c.hasByte || c.br.Buffered() > 0 {
+		return
+	}
+	if cw := c.watch; cw != nil { // the body's hangup watch
+		c.watch = nil
+		cw.stop()
 	}
 	c.releaseReader()
 	c.bgRunning = true
-	if c.watch = startClientWatch(c, c.ctx); c.watch != nil {
+	if c.watch = startClientWatch(c, c.ctx, false); c.watch != nil {
 		// Nothing reads the socket until the handler returns, and
 		// nothing writes it before writer, which takes c.mu: a held
 		// request keeps no socket reader either.

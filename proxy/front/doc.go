@@ -35,7 +35,9 @@
 //     per request, and the connection's read buffer goes back to a pool
 //     while it lasts: a held request costs its handler's goroutine, its
 //     request and its connection's state, about 4 KiB of heap (elsewhere,
-//     a background 1-byte read as net/http's). Its Value knows
+//     a background 1-byte read as net/http's). Unlike net/http, a request
+//     whose body is unread is watched too, on Linux, for its client
+//     closing or shutting down its sending side. Its Value knows
 //     http.LocalAddrContextKey only (no ServerContextKey).
 //   - Server.HandOver ends a server whose listeners another process took
 //     over: responses say "Connection: close" and idle connections are

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -176,6 +177,56 @@ func TestProxyHeldClientGone(t *testing.T) {
 	p.Release("web")
 	if _, body := cl.get("GET"); body != "released" {
 		t.Errorf("got %q", body)
+	}
+}
+
+// TestProxyHeldBodyClientGone: a held request whose body is still unread
+// (in the server's buffer, in the socket, or not sent yet because the
+// client waits for 100 Continue) ends when its client leaves, and is never
+// sent to the app on release; one whose client stays gets its body through.
+func TestProxyHeldBodyClientGone(t *testing.T) {
+	var mu sync.Mutex
+	var saw []string
+	p, addr := startProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		saw = append(saw, r.URL.Path+" "+string(b))
+		mu.Unlock()
+		io.WriteString(w, "got "+string(b))
+	}))
+	p.Hold("web")
+	for _, tt := range []struct{ name, req string }{
+		{"body sent", "POST /sent HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"},
+		{"body partly sent", "POST /partly HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhel"},
+		{"100-continue", "POST /continue HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"},
+		{"chunked", "POST /chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+	} {
+		cl := dial(t, addr)
+		cl.send(tt.req)
+		waitFor(t, tt.name+": the request to be held", func() bool { return p.Stats("web").Held == 1 })
+		cl.c.Close()
+		waitFor(t, tt.name+": the held request to end", func() bool { return p.Stats("web").Held == 0 })
+	}
+
+	// A held POST whose client stays is answered on release, body whole,
+	// with the rest of its body arriving while it is held.
+	cl := dial(t, addr)
+	cl.send("POST /stays HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhel")
+	waitFor(t, "the request to be held", func() bool { return p.Stats("web").Held == 1 })
+	cl.send("lo")
+	time.Sleep(50 * time.Millisecond)
+	if p.Stats("web").Held != 1 {
+		t.Fatal("more of the body ended the held request")
+	}
+	p.Release("web")
+	if _, body := cl.get("POST"); body != "got hello" {
+		t.Errorf("got %q", body)
+	}
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(saw) != 1 || saw[0] != "/stays hello" {
+		t.Errorf("the app saw %q, want only the request whose client stayed", saw)
 	}
 }
 

@@ -20,10 +20,19 @@ import (
 // an error means the client left and the request's context is cancelled;
 // data means the client pipelined its next request and is still there (the
 // watch ends, as net/http's background read does after one byte).
+//
+// A request whose body is not read yet (held before it is sent, or waiting
+// for 100 Continue) cannot be watched that way: what is readable is its
+// body. Its watch (hangup) asks for the end of the client's stream only
+// (EPOLLRDHUP, reported even with unread data before it): a client that
+// closed or reset its connection has left, and so has one that shut down
+// its sending side, as net/http's background read takes an end of stream
+// once the body was read.
 type clientWatch struct {
-	x  *reqCtx
-	rc syscall.RawConn
-	id uint64
+	x      *reqCtx
+	rc     syscall.RawConn
+	id     uint64
+	hangup bool
 }
 
 // epoller is the process's epoll set of watched connections.
@@ -41,6 +50,18 @@ type epoller struct {
 // wake-up). EPOLLERR and EPOLLHUP are always reported.
 const watchEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
 
+// hangupEvents: the peer closed, reset or shut down its sending side; not
+// data (a body's bytes arriving).
+const hangupEvents = syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+
+// events is what cw's registration asks for.
+func (cw *clientWatch) events() uint32 {
+	if cw.hangup {
+		return hangupEvents
+	}
+	return watchEvents
+}
+
 // watchIdleExit is how long the wait loop outlives the last watch, in
 // milliseconds: a daemon with nothing held keeps no thread in epoll_wait.
 const watchIdleExit = 1000
@@ -53,10 +74,11 @@ var theEpoller = sync.OnceValue(func() *epoller {
 	return &epoller{fd: fd, watches: make(map[uint64]*clientWatch)}
 })
 
-// startClientWatch starts watching c's connection for x's client leaving.
-// It returns nil when it cannot (not a socket, no epoll): the caller then
-// watches with a blocking read.
-func startClientWatch(c *conn, x *reqCtx) *clientWatch {
+// startClientWatch starts watching c's connection for x's client leaving,
+// by its end of stream only if hangup (see clientWatch). It returns nil
+// when it cannot (not a socket, no epoll): the caller then watches with a
+// blocking read, or (hangup) not at all.
+func startClientWatch(c *conn, x *reqCtx, hangup bool) *clientWatch {
 	sc, ok := c.rwc.(syscall.Conn)
 	if !ok {
 		return nil
@@ -69,7 +91,7 @@ func startClientWatch(c *conn, x *reqCtx) *clientWatch {
 	if ep == nil {
 		return nil
 	}
-	cw := &clientWatch{x: x, rc: rc}
+	cw := &clientWatch{x: x, rc: rc, hangup: hangup}
 	ep.mu.Lock()
 	if ep.failed {
 		ep.mu.Unlock()
@@ -86,7 +108,7 @@ func startClientWatch(c *conn, x *reqCtx) *clientWatch {
 
 	var addErr error
 	err = rc.Control(func(fd uintptr) {
-		ev := syscall.EpollEvent{Events: watchEvents, Fd: int32(uint32(cw.id)), Pad: int32(uint32(cw.id >> 32))}
+		ev := syscall.EpollEvent{Events: cw.events(), Fd: int32(uint32(cw.id)), Pad: int32(uint32(cw.id >> 32))}
 		addErr = syscall.EpollCtl(ep.fd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
 	})
 	if err != nil || addErr != nil {
@@ -138,7 +160,7 @@ func (ep *epoller) loop() {
 			cw := ep.watches[id]
 			ep.mu.Unlock()
 			if cw != nil {
-				ep.check(cw)
+				ep.check(cw, ev.Events)
 			}
 		}
 		if n == 0 {
@@ -153,21 +175,29 @@ func (ep *epoller) loop() {
 	}
 }
 
-// check looks at a connection that became readable.
-func (ep *epoller) check(cw *clientWatch) {
+// check looks at a connection whose registration reported events.
+func (ep *epoller) check(cw *clientWatch, events uint32) {
 	var gone, again bool
 	err := cw.rc.Control(func(fd uintptr) {
-		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case err == syscall.EAGAIN || err == syscall.EINTR:
+		if cw.hangup {
+			gone = events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
+		} else {
+			var b [1]byte
+			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			switch {
+			case err == syscall.EAGAIN || err == syscall.EINTR:
+			case err != nil || n == 0:
+				gone = true // reset, or end of stream
+			default:
+				return // the client's next request: it is there
+			}
+		}
+		if !gone {
 			// Nothing after all: watch on. A stop meanwhile deleted the
 			// registration, and then this fails with ENOENT.
 			again = true
-			ev := syscall.EpollEvent{Events: watchEvents, Fd: int32(uint32(cw.id)), Pad: int32(uint32(cw.id >> 32))}
+			ev := syscall.EpollEvent{Events: cw.events(), Fd: int32(uint32(cw.id)), Pad: int32(uint32(cw.id >> 32))}
 			syscall.EpollCtl(ep.fd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
-		case err != nil || n == 0:
-			gone = true // reset, or end of stream
 		}
 	})
 	if err != nil {
