@@ -246,15 +246,23 @@ func (a *App) Swap(ctx context.Context, op, name string, waitDrain bool, progres
 		return res, nil
 	}
 
-	// From here no crash restart of old may rename over a stable path.
-	old.markStopping()
-	if err := a.activate(v, old); err != nil {
-		old.mu.Lock()
-		old.stopping = false
-		old.mu.Unlock()
+	// A crash restart of old that finishes during activate would rename over
+	// a stable path activate just moved, and one that saw old stopping
+	// would end old's restarts and health checks for good: old.mu keeps
+	// them out until old is retired (stopping) or, activation failed,
+	// serves on with its stable paths restored.
+	old.mu.Lock()
+	err = a.activate(v, old)
+	if err == nil {
+		old.stopping = true
+	}
+	old.mu.Unlock()
+	if err != nil {
 		a.kill(v)
 		res.DurationMS = time.Since(start).Milliseconds()
 		fillFailure(res, err)
+		a.setLastErr(err)
+		a.log.Warn("swap failed; the old version serves on", "version", name, "error", err)
 		return res, nil
 	}
 	a.mu.Lock()

@@ -92,6 +92,10 @@ type Daemon struct {
 	// obs does metrics and the access log (metrics.go), from NewDaemon to
 	// the end of Run; nil when neither is on.
 	obs atomic.Pointer[observer]
+
+	// swapStable is sockets.Swap, for a swap's move of the stable paths
+	// (activate); tests make it fail.
+	swapStable func(boundPath, stablePath string) error
 }
 
 // NewDaemon prepares a daemon for cfg; Run starts it.
@@ -110,17 +114,18 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{
-		cfg:       cfg,
-		opts:      opts,
-		log:       opts.Logger,
-		layout:    sockets.Layout{StateDir: cfg.Deployer.StateDir},
-		apps:      make(map[string]*App),
-		removing:  make(map[*App]struct{}),
-		shutdown:  make(chan struct{}),
-		handoverC: make(chan struct{}),
-		started:   time.Now(),
-		procs:     newProcSampler(),
-		threads:   newThreadTuner(opts.Logger, opts.ManageProcs),
+		cfg:        cfg,
+		opts:       opts,
+		log:        opts.Logger,
+		layout:     sockets.Layout{StateDir: cfg.Deployer.StateDir},
+		apps:       make(map[string]*App),
+		removing:   make(map[*App]struct{}),
+		shutdown:   make(chan struct{}),
+		handoverC:  make(chan struct{}),
+		started:    time.Now(),
+		procs:      newProcSampler(),
+		threads:    newThreadTuner(opts.Logger, opts.ManageProcs),
+		swapStable: sockets.Swap,
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.threads.configure(d.ctx, cfg.Deployer.Procs, false)

@@ -203,7 +203,7 @@ func (a *App) activate(v, old *version) error {
 		if ep.network != "unix" {
 			continue
 		}
-		if err := sockets.Swap(ep.addr, a.layout().Stable(a.name, i)); err != nil {
+		if err := a.d.swapStable(ep.addr, a.layout().Stable(a.name, i)); err != nil {
 			a.restoreStable(old, i)
 			if old != nil {
 				a.d.proxy.Serve(a.name, old.key, targets(old))
