@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -204,6 +205,34 @@ ready_timeout = "3s"
 	out, code, _ = deploy("v6", "", "DEPLOYER="+lost)
 	if code != 6 || !strings.Contains(out, "outcome of the swap of web to v6 is unknown") || strings.Contains(out, "untouched") {
 		t.Errorf("deploying v6 with the daemon's result lost: exit %d, want 6", code)
+	}
+
+	// The other two endings, with a stand-in deployer that answers swap and
+	// rollback as told. A swap whose --timeout passed after traffic moved
+	// (exit 3, traffic_moved) is a served version: a warning, then the
+	// smoke test, which passes here.
+	standIn := func(name, swapJSON string, swapExit int, rollbackJSON string, rollbackExit int) string {
+		path := filepath.Join(t.TempDir(), name)
+		script := fmt.Sprintf("#!/bin/sh\ncase $3 in\nswap) echo '%s'; exit %d ;;\nrollback) echo '%s'; exit %d ;;\nesac\nexit 9\n",
+			swapJSON, swapExit, rollbackJSON, rollbackExit)
+		if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	late := standIn("deployer-late", `{"ok": false, "outcome": "timeout", "app": "web", "op": "swap", "old_version": "v5", "new_version": "v7", "traffic_moved": true, "duration_ms": 1500, "error": "--timeout passed while v5 drained: v7 serves all new traffic"}`, 3, "", 9)
+	out, code, _ = deploy("v7", "", "DEPLOYER="+late, "SMOKE_CMD=true")
+	if code != 0 || !strings.Contains(out, "warning: --timeout passed while v5 drained") || !strings.Contains(out, "smoke test passed") ||
+		!strings.Contains(out, "deployed web v7") {
+		t.Errorf("deploying v7 whose swap timed out after traffic moved: exit %d, want 0 after the smoke test", code)
+	}
+	// A smoke test that fails, and a rollback that fails too: exit 5.
+	stuck := standIn("deployer-stuck", `{"ok": true, "outcome": "ok", "app": "web", "op": "swap", "old_version": "v5", "new_version": "v8", "traffic_moved": true, "duration_ms": 900}`, 0,
+		`{"ok": false, "outcome": "failed", "app": "web", "op": "rollback", "error": "v5 failed its health check"}`, 1)
+	out, code, _ = deploy("v8", "", "DEPLOYER="+stuck, "SMOKE_CMD=false", "SMOKE_TRIES=1")
+	if code != 5 || !strings.Contains(out, "rolling web back to v5") ||
+		!strings.Contains(out, "the rollback failed (exit 1: v5 failed its health check); v8 may still serve") {
+		t.Errorf("deploying v8 whose smoke test and rollback fail: exit %d, want 5", code)
 	}
 
 	// Bad input is refused before anything is built.
