@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -274,6 +275,51 @@ func TestUnreadBody(t *testing.T) {
 	}
 	if !cl.closed() {
 		t.Error("connection not closed")
+	}
+}
+
+// A goroutine a handler left reading its body, paused between two reads
+// when the handler returned, gets nothing of the next request's body: its
+// next read fails. (The proxy streams bodies from such a goroutine and may
+// answer before the body is all sent.)
+func TestLeftoverBodyReader(t *testing.T) {
+	resumes := make(chan chan struct{}, 1) // from /a's handler to /b's
+	leftover := make(chan string, 1)
+	_, addr := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/a":
+			body, paused, resume := r.Body, make(chan struct{}), make(chan struct{})
+			go func() {
+				var b [2]byte
+				body.Read(b[:])
+				close(paused)
+				<-resume
+				n, err := body.Read(b[:])
+				leftover <- fmt.Sprintf("%q %v", b[:n], err)
+			}()
+			<-paused
+			resumes <- resume
+			io.WriteString(w, "a") // answered with the body half read
+		case "/b":
+			close(<-resumes)
+			got := <-leftover
+			b, err := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "b read %q %v; the leftover read %s", b, err, got)
+		}
+	}), nil)
+	cl := dial(t, addr)
+	for _, tt := range []struct{ name, b string }{
+		{"Content-Length", "POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"},
+		{"chunked", "POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+	} {
+		cl.send("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nAAAA" + tt.b)
+		if _, body := cl.get("POST"); body != "a" {
+			t.Fatalf("%s: /a answered %q", tt.name, body)
+		}
+		want := `b read "hello" <nil>; the leftover read "" http: invalid Read on closed Body`
+		if _, body := cl.get("POST"); body != want {
+			t.Errorf("%s: /b answered %q, want %q", tt.name, body, want)
+		}
 	}
 }
 

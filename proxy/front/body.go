@@ -31,12 +31,12 @@ var (
 )
 
 // body is a request's body: Content-Length bytes, or chunks and a trailer
-// section. One per connection, reset for each request.
+// section. Each request with a body has its own (see conn.body).
 //
 // Its reads are serialized by mu (a proxy may read the body on a goroutine
 // of its own while the handler writes the response), and once the handler
-// returns every read fails, so no goroutine a handler left behind can take
-// bytes of the next request. A read error (a malformed chunk, the client
+// returns every read fails for good, so no goroutine a handler left behind
+// can take bytes of the next request. A read error (a malformed chunk, the client
 // gone mid-body) is sticky and marks the connection broken: what follows on
 // the wire is never read as a next request.
 type body struct {
@@ -88,6 +88,16 @@ func (b *body) Close() error {
 	b.closed = true
 	b.mu.Unlock()
 	return nil
+}
+
+// abandon makes later reads fail, for a handler that took the connection
+// over (Hijack): what follows on the wire is the hijacker's. A read in
+// progress is left to end as it will.
+func (b *body) abandon() {
+	if b.mu.TryLock() {
+		b.closed = true
+		b.mu.Unlock()
+	}
 }
 
 func (b *body) readLocked(p []byte) (int, error) {

@@ -72,8 +72,12 @@ type conn struct {
 	vals     []string
 	fields   []field // parseHead's, reused
 	prevHead string  // the last head's text, reused when the next is identical
-	body     body
-	rw       response
+	// body is the current request's body. One a handler was given is
+	// never used again (a goroutine it left behind may still hold it, and
+	// must find it closed): each request with a body gets a new one.
+	body   *body
+	noBody body // c.body for a request without one, never handed out
+	rw     response
 }
 
 func newConn(s *Server, rwc net.Conn) *conn {
@@ -81,7 +85,8 @@ func newConn(s *Server, rwc net.Conn) *conn {
 	if ra := rwc.RemoteAddr(); ra != nil {
 		c.remoteAddr = ra.String()
 	}
-	c.body.c = c
+	c.noBody.c = c
+	c.body = &c.noBody
 	c.rw.c = c
 	c.newContext()
 	return c
@@ -412,14 +417,17 @@ func (c *conn) buildRequest(h *reqHead) error {
 	case h.chunked:
 		r.ContentLength = -1
 		r.TransferEncoding = chunkedTE
-		r.Body = &c.body
+		c.body = &body{c: c}
 		c.body.reset(true, 0)
+		r.Body = c.body
 	case h.contentLength > 0:
 		r.ContentLength = h.contentLength
-		r.Body = &c.body
+		c.body = &body{c: c}
 		c.body.reset(false, h.contentLength)
+		r.Body = c.body
 	default:
 		r.Body = http.NoBody
+		c.body = &c.noBody
 		c.body.reset(false, 0)
 	}
 	if h.trailer {
@@ -522,6 +530,7 @@ func (c *conn) serveRequest() (keep, hijacked bool) {
 		c.newContext()
 	}
 	if c.rw.hijacked {
+		c.body.abandon()
 		return false, true
 	}
 	if panicked {
