@@ -77,6 +77,27 @@ func newReplayBody(body io.ReadCloser, contentLength int64, idempotent bool, max
 	return rb, nil
 }
 
+// bufferSmall reads a streamed body of known length up to inlineBodyMax
+// into memory before its first attempt (such a body is written behind its
+// head by the request's goroutine, not streamed by a goroutine of its own:
+// reading it first costs a copy, no system call). An attempt whose write
+// fails with nothing sent, on a pooled connection the app closed after it
+// was checked, can then be made again instead of ending in 502, whatever
+// the method. A failed read is an ErrRequestBody.
+func (rb *replayBody) bufferSmall() error {
+	if rb == nil || rb.buffered || rb.length <= 0 || rb.length > inlineBodyMax || rb.sent.Load() != 0 {
+		return nil
+	}
+	buf := make([]byte, rb.length)
+	n, err := io.ReadFull(rb.src, buf)
+	rb.sent.Add(int64(n))
+	if err != nil {
+		return requestBodyError(err)
+	}
+	rb.buf, rb.buffered = buf, true
+	return nil
+}
+
 // attempt returns the body of one attempt and its length: 0 for none, -1
 // for unknown (sent chunked). A buffered body has a known length even if the
 // client sent chunks: framing is hop-by-hop.

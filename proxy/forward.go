@@ -100,6 +100,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 				in.pool.releaseSlot()
 			}
 		}
+		if err := body.bufferSmall(); err != nil {
+			releaseSlot()
+			c.b.finish(c)
+			p.writeError(w, r, c, err)
+			return
+		}
 		// A request that cannot be sent again must not go out on a
 		// connection the app has closed: check a reused one first.
 		now := c.now()

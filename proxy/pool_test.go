@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -294,5 +297,54 @@ func TestSlotWaitClientGone(t *testing.T) {
 	time.Sleep(slotWait + 200*time.Millisecond) // past the slot wait
 	if n := seen.Load(); n != 0 {
 		t.Fatalf("the app saw %d request(s) from a client that left while waiting for a slot", n)
+	}
+}
+
+// A POST whose write fails with nothing sent, on a pooled connection the
+// app stopped reading after the proxy checked it, goes again on a new
+// connection: its small body is read into memory before it is written, so
+// it can be sent again. It used to get 502 (its body had been read from
+// the client, and a POST's body is not kept). The app gets it once.
+func TestStalePoolPostSentAgain(t *testing.T) {
+	ln, target := listenUnix(t, sockDir(t), "app.sock")
+	var mu sync.Mutex
+	var conns []*net.UnixConn
+	var saw []string
+	go testapp.ServeConns(ln, func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c.(*net.UnixConn))
+		mu.Unlock()
+		br := bufio.NewReader(c)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			saw = append(saw, r.Method+" "+string(b))
+			mu.Unlock()
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\ngot %s", 4+len(b), b)
+		}
+	})
+	f := newFixture(t, AppOptions{})
+	f.p.Serve("web", "v1", []Target{target})
+	if code, body := f.get(t, "/"); code != 200 {
+		t.Fatalf("GET: %d %q", code, body)
+	}
+	// The app shuts its side for reading: the proxy's check of the idle
+	// connection (a peek) finds it open, and its write fails (EPIPE) with
+	// nothing sent.
+	mu.Lock()
+	conns[0].CloseRead()
+	mu.Unlock()
+	code, body := f.do(t, mustRequest(t, http.MethodPost, f.url+"/", strings.NewReader("hello")))
+	if code != 200 || body != "got hello" {
+		t.Fatalf("POST on a pooled connection the app no longer reads: %d %q, want 200", code, body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(saw) != 2 || saw[1] != "POST hello" {
+		t.Errorf("the app saw %q, want the GET and the POST once", saw)
 	}
 }
