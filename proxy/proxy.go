@@ -168,6 +168,11 @@ func (p *Proxy) ensureApp(app string, o AppOptions) *backend {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.ensureAppLocked(app, o)
+}
+
+// ensureAppLocked is ensureApp with p.mu held.
+func (p *Proxy) ensureAppLocked(app string, o AppOptions) *backend {
 	old := *p.apps.Load()
 	if b := old[app]; b != nil {
 		return b
@@ -204,7 +209,11 @@ func (p *Proxy) dropApp(b *backend) {
 // calling it again updates the options for requests arriving from then on.
 // It also undoes RemoveApp.
 func (p *Proxy) SetApp(app string, o AppOptions) {
-	p.ensureApp(app, o).setOptions(o)
+	// Under p.mu, as in Serve: a removed app's drop (dropApp) must not come
+	// between the lookup and the change, which would be lost.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ensureAppLocked(app, o).setOptions(o)
 }
 
 // RemoveApp forgets app: new requests and held ones get 503; requests in
@@ -232,7 +241,12 @@ func (p *Proxy) RemoveApp(app string) {
 // takes the versions of one name in the order they were served. An app
 // unknown so far is created with default options.
 func (p *Proxy) Serve(app, version string, targets []Target) {
-	p.ensureApp(app, AppOptions{}).serve(version, targets)
+	// Under p.mu: a removed app whose last version's Retire ends now is
+	// dropped (dropApp) either before the lookup, and made anew, or after
+	// serve brought it back, and then kept.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ensureAppLocked(app, AppOptions{}).serve(version, targets)
 }
 
 // SetInstance updates instance i of version: ready=false takes it out of

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -198,5 +200,48 @@ func BenchmarkProxyServeHTTP(b *testing.B) {
 	})
 	if n := errs.Load(); n > 0 {
 		b.Fatalf("%d requests failed", n)
+	}
+}
+
+// Serve and SetApp for an app that was removed and whose last
+// version is being retired at that moment bring it back: the retirement's
+// drop of the removed app never takes the app out from under them. (It
+// could, between their lookup of the app and their change to it: the
+// change was then lost and new requests got 503, unknown app.)
+func TestServeRacingRetireOfRemovedApp(t *testing.T) {
+	p := New(Options{Logger: testLogger(t)})
+	targets := []Target{{Network: "unix", Addr: "/nonexistent/app.sock"}}
+	for _, change := range []struct {
+		name string
+		f    func(app string)
+		done func(b *backend) bool
+	}{
+		{"Serve", func(app string) { p.Serve(app, "v2", targets) }, func(b *backend) bool { return b.serving != nil && b.serving.name == "v2" }},
+		{"SetApp", func(app string) { p.SetApp(app, AppOptions{MaxQueued: 7}) }, func(b *backend) bool { return b.opts.MaxQueued == 7 && !b.removed }},
+	} {
+		lost := 0
+		for i := range 2000 {
+			app := fmt.Sprintf("%s-%d", change.name, i)
+			p.Serve(app, "v1", targets)
+			p.RemoveApp(app)
+			var wg sync.WaitGroup
+			wg.Go(func() { p.Retire(context.Background(), app, "v1") })
+			wg.Go(func() { change.f(app) })
+			wg.Wait()
+			b := p.app(app)
+			if b == nil {
+				lost++
+				continue
+			}
+			b.mu.Lock()
+			ok := change.done(b)
+			b.mu.Unlock()
+			if !ok {
+				lost++
+			}
+		}
+		if lost > 0 {
+			t.Errorf("%s: lost in %d of 2000 races with the retirement of a removed app's last version", change.name, lost)
+		}
 	}
 }
