@@ -26,11 +26,36 @@ const (
 	appHangCheckEnv = "SUPERVISOR_TEST_HANG_ON_CHECK" // n: leave the nth and later health checks unanswered
 )
 
+// standInRoleEnv makes the test binary stop and kill a stand-in process
+// (see TestStopStandIn), in a process group of its own.
+const standInRoleEnv = "SUPERVISOR_TEST_STOP_STAND_IN"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(appRoleEnv) != "" {
 		os.Exit(runApp())
 	}
+	if os.Getenv(standInRoleEnv) != "" {
+		os.Exit(stopStandIn())
+	}
 	os.Exit(m.Run())
+}
+
+// stopStandIn stops and kills the stand-in of a process that did not
+// survive a takeover, catching the signal it would send, and says whether
+// that signal reached this process.
+func stopStandIn() int {
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	p := exitedProcess(launchSpec{App: "web", Version: "v0"})
+	p.stop(syscall.SIGUSR2, 2*time.Second)
+	p.kill()
+	select {
+	case <-usr2:
+		fmt.Println("signalled")
+	case <-time.After(500 * time.Millisecond):
+		fmt.Println("not signalled")
+	}
+	return 0
 }
 
 // runApp is a tiny app: an HTTP server on $DEPLOYER_SOCKET answering

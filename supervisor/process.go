@@ -204,6 +204,12 @@ func signalName(sig syscall.Signal) string {
 // it get SIGKILL at the same deadline. (PITFALLS: cmd.Cancel/WaitDelay kill
 // only the leader.)
 func (p *process) stop(sig syscall.Signal, timeout time.Duration) {
+	if p.pid <= 0 {
+		// A stand-in for a process that was gone when a daemon took over
+		// (exitedProcess): there is no group. kill(-0) would signal the
+		// daemon's own.
+		return
+	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	// The signal goes to the group even when the leader already died (a
@@ -232,7 +238,9 @@ func (p *process) stop(sig syscall.Signal, timeout time.Duration) {
 
 // kill ends the whole group at once.
 func (p *process) kill() {
-	syscall.Kill(-p.pid, syscall.SIGKILL)
+	if p.pid > 0 { // not a stand-in (see stop)
+		syscall.Kill(-p.pid, syscall.SIGKILL)
+	}
 	<-p.done
 }
 

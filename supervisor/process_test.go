@@ -4,6 +4,7 @@ import (
 	"errors"
 	"maps"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -323,5 +324,24 @@ func TestAppEnv(t *testing.T) {
 	}
 	if tableflipEnv != "TABLEFLIP_HAS_PARENT_7DIU3" {
 		t.Errorf("tableflipEnv is %q, want tableflip v1.2.3's TABLEFLIP_HAS_PARENT_7DIU3", tableflipEnv)
+	}
+}
+
+// The stand-in for a process that was gone when a daemon took over has no
+// process group: stopping or killing it signals nothing. (It has pid 0, and
+// kill(-0, sig) is the daemon's own group: a drain of an adopted version
+// with a dead instance sent stop_signal, then SIGKILL, to the daemon.) Run
+// in a child in a group of its own, so that a regression kills only it.
+func TestStopStandIn(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), standInRoleEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "not signalled" {
+		t.Fatalf("stopping and killing a stand-in: %v, output %q; want it to signal nothing", err, out)
 	}
 }
