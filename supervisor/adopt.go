@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/deployer/deployer/proxy"
 	"github.com/deployer/deployer/sockets"
 )
 
@@ -139,12 +138,7 @@ func (a *App) adopt(sa stateApp) bool {
 		a.log.Warn("no process of the serving version survived: starting it again", "version", sa.Serving.Version)
 		return false
 	}
-	a.d.proxy.Serve(a.name, v.key, targets(v))
-	for _, in := range v.instances {
-		if _, ep, healthy, _ := in.snapshot(); !healthy {
-			a.d.proxy.SetInstance(a.name, v.key, in.index, proxy.Target{Network: ep.network, Addr: ep.addr}, false)
-		}
-	}
+	a.serveInProxy(v)
 	v.state.Store(StateServing)
 	a.mu.Lock()
 	a.serving, a.state = v, StateServing

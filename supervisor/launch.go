@@ -204,9 +204,9 @@ func (a *App) activate(v, old *version) error {
 			continue
 		}
 		if err := a.d.swapStable(ep.addr, a.layout().Stable(a.name, i)); err != nil {
-			a.restoreStable(old, i)
+			a.restoreStable(old, v, i)
 			if old != nil {
-				a.d.proxy.Serve(a.name, old.key, targets(old))
+				a.serveInProxy(old)
 			}
 			a.forget(v)
 			return fmt.Errorf("supervisor: moving %s to %s: %w", a.layout().Stable(a.name, i), ep.addr, err)
@@ -225,14 +225,43 @@ func (a *App) forget(v *version) {
 	a.d.proxy.Retire(ctx, a.name, v.key)
 }
 
-// restoreStable points the first n stable paths back at old's sockets.
-func (a *App) restoreStable(old *version, n int) {
-	if old == nil {
-		return
+// restoreStable undoes the first n moves of v's activation: those stable
+// paths point back at old's sockets, and those old has no instance for
+// (a scale-up, or no old version) are removed, not left on v's sockets,
+// which are about to go.
+func (a *App) restoreStable(old, v *version, n int) {
+	for i := 0; i < n; i++ {
+		stable := a.layout().Stable(a.name, i)
+		if old != nil && i < len(old.instances) {
+			if _, ep, _, _ := old.instances[i].snapshot(); ep.network == "unix" {
+				sockets.Swap(ep.addr, stable)
+			}
+			continue
+		}
+		if _, ep, _, _ := v.instances[i].snapshot(); ep.network == "unix" && sameFile(ep.addr, stable) {
+			os.Remove(stable)
+		}
 	}
-	for i := 0; i < n && i < len(old.instances); i++ {
-		if _, ep, _, _ := old.instances[i].snapshot(); ep.network == "unix" {
-			sockets.Swap(ep.addr, a.layout().Stable(a.name, i))
+}
+
+// sameFile reports whether paths a and b name the same file.
+func sameFile(a, b string) bool {
+	fa, err := os.Lstat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Lstat(b)
+	return err == nil && os.SameFile(fa, fb)
+}
+
+// serveInProxy makes v the version the proxy sends the app's new requests
+// to, each instance in rotation as the supervisor last judged it
+// (proxy.Serve alone puts every one in).
+func (a *App) serveInProxy(v *version) {
+	a.d.proxy.Serve(a.name, v.key, targets(v))
+	for _, in := range v.instances {
+		if _, ep, healthy, _ := in.snapshot(); !healthy {
+			a.d.proxy.SetInstance(a.name, v.key, in.index, proxy.Target{Network: ep.network, Addr: ep.addr}, false)
 		}
 	}
 }

@@ -4,11 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/sockets"
 )
 
 // A swap whose move of the stable path fails leaves the old version
@@ -78,4 +84,100 @@ health_interval = "50ms"
 		p, _, healthy, _ := old.instances[0].snapshot()
 		return p != crashed && !p.exited() && healthy
 	})
+}
+
+// A swap whose move of the stable paths fails partway undoes what it did:
+// the stable paths it moved point at the old version's sockets again, or
+// are removed where the old version has no instance (a scale-up; they were
+// left on the new version's sockets, which then went), and the old
+// version's instances are in rotation as before (one out of rotation was
+// put back in: the proxy's Serve marks every target ready).
+func TestFailedActivationRestores(t *testing.T) {
+	d := newTestDaemon(t)
+	a, err := d.app("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(a.layout().AppDir("web"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var hits [2]atomic.Int64
+	listen := func(v *version, i int) string {
+		path, err := a.layout().Unique("web", v.name, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.(*net.UnixListener).SetUnlinkOnClose(false)
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if v.name == "v1" {
+				hits[i].Add(1)
+			}
+		})}
+		go srv.Serve(l)
+		t.Cleanup(func() { srv.Close() })
+		// A process for the log lines; nothing signals it here.
+		v.instances[i].set(&process{pid: 99990 + i, done: make(chan struct{})}, endpoint{network: "unix", addr: path}, true)
+		return path
+	}
+	stableIs := func(i int, want string) bool { return sameFile(a.layout().Stable("web", i), want) }
+
+	cfg := *a.cfg.Load()
+	cfg.Instances = 2
+	old := newVersion("v1", &cfg)
+	oldPaths := []string{listen(old, 0), listen(old, 1)}
+	for i, p := range oldPaths {
+		if err := sockets.Swap(p, a.layout().Stable("web", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.proxy.Serve("web", old.key, targets(old))
+	// Instance 1 fails its health checks: out of rotation.
+	sick, _, _, _ := old.instances[1].snapshot()
+	a.setInRotation(old, old.instances[1], sick, false, errors.New("test: GET /healthz answered 503"))
+	send := func() {
+		for range 10 {
+			d.publicHandler().ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "http://web/", nil))
+		}
+	}
+	send()
+	if n := hits[1].Load(); n != 0 || hits[0].Load() != 10 {
+		t.Fatalf("before the swap the instances got %d and %d of 10 requests, want 10 and 0", hits[0].Load(), n)
+	}
+
+	cfg4 := cfg
+	cfg4.Instances = 4
+	v := newVersion("v2", &cfg4)
+	for i := range 4 {
+		listen(v, i)
+	}
+	moves := 0
+	d.swapStable = func(bound, stable string) error {
+		if moves++; moves == 4 {
+			return errors.New("test: the stable path cannot be replaced")
+		}
+		return sockets.Swap(bound, stable)
+	}
+	old.mu.Lock()
+	err = a.activate(v, old)
+	old.mu.Unlock()
+	if err == nil {
+		t.Fatal("activate succeeded")
+	}
+	for i, p := range oldPaths {
+		if !stableIs(i, p) {
+			t.Errorf("stable path %d does not name v1's socket again", i)
+		}
+	}
+	if _, err := os.Lstat(a.layout().Stable("web", 2)); !os.IsNotExist(err) {
+		t.Errorf("stable path 2, which v1 has no instance for, is left (%v): it names v2's socket", err)
+	}
+	hits[0].Store(0)
+	send()
+	if n := hits[1].Load(); n != 0 || hits[0].Load() != 10 {
+		t.Errorf("after the failed activation the instances got %d and %d of 10 requests, want 10 and 0 (instance 1 is out of rotation)", hits[0].Load(), n)
+	}
 }
