@@ -21,8 +21,18 @@ import (
 )
 
 // newTestDaemon returns a Daemon for one app, web, that is never started:
-// only handlers that need no running app may be called.
+// only handlers that need no running app may be called. It writes its
+// state file as a running daemon does once it has adopted its apps.
 func newTestDaemon(t *testing.T) *Daemon {
+	t.Helper()
+	d := newUnstartedDaemon(t)
+	d.adopting.Store(false)
+	return d
+}
+
+// newUnstartedDaemon is newTestDaemon as NewDaemon leaves it, before Run's
+// adoption: it writes no state file.
+func newUnstartedDaemon(t *testing.T) *Daemon {
 	t.Helper()
 	stateDir := socketDir(t)
 	cfg := loadString(t, fmt.Sprintf(`

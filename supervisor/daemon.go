@@ -93,6 +93,13 @@ type Daemon struct {
 	// the end of Run; nil when neither is on.
 	obs atomic.Pointer[observer]
 
+	// adopting is set until Run has adopted what the last daemon left
+	// (adoptAll): saveState writes nothing meanwhile, so that the state
+	// file keeps what that daemon wrote until this one knows every app. (A
+	// state written halfway, then a crash, made the next daemon start
+	// afresh apps whose processes still ran.)
+	adopting atomic.Bool
+
 	// swapStable is sockets.Swap, for a swap's move of the stable paths
 	// (activate); tests make it fail.
 	swapStable func(boundPath, stablePath string) error
@@ -127,6 +134,7 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 		threads:    newThreadTuner(opts.Logger, opts.ManageProcs),
 		swapStable: sockets.Swap,
 	}
+	d.adopting.Store(true)
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.threads.configure(d.ctx, cfg.Deployer.Procs, false)
 	d.proxy = proxy.New(d.proxyOptions(cfg))
@@ -266,6 +274,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// Processes a previous daemon left (it upgraded to this one, or it
 	// crashed) are adopted, not started again; requests meanwhile are held.
 	boot := d.adoptAll()
+	d.adopting.Store(false)
 	d.saveState()
 	if d.opts.Ready != nil {
 		if err := d.opts.Ready(); err != nil {

@@ -59,7 +59,7 @@ type stateInstance struct {
 // apps serve on whether or not the file could be written. While a new daemon
 // starts, and once it took over, the file is the new one's to write.
 func (d *Daemon) saveState() {
-	if d.handedOver.Load() || d.upgrading.Load() {
+	if d.handedOver.Load() || d.upgrading.Load() || d.adopting.Load() {
 		return
 	}
 	d.stateMu.Lock()
