@@ -109,7 +109,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 		// A request that cannot be sent again must not go out on a
 		// connection the app has closed: check a reused one first.
 		now := c.now()
-		bc, reused, err := in.pool.get(!idempotent, now)
+		bc, reused, err := in.pool.get(c.client, !idempotent, now)
 		var idleSince time.Time
 		if reused {
 			idleSince = bc.idleSince
@@ -118,11 +118,22 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 			bc.close()
 			err = c.aborted()
 		}
+		if err == nil && !reused && c.client.Err() != nil {
+			// It left while the connect waited (a TCP app's accept
+			// queue full): nothing goes to the app.
+			c.detach()
+			bc.close()
+			err = c.client.Err()
+		}
 		if err != nil {
 			releaseSlot()
 			c.b.finish(c)
 			if cause := c.aborted(); cause != nil {
 				p.writeError(w, r, c, cause)
+				return
+			}
+			if c.client.Err() != nil {
+				p.writeError(w, r, c, fmt.Errorf("%w: while connecting to the app", ErrClientGone))
 				return
 			}
 			// Nothing was sent (a *dialError): try another instance.

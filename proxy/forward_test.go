@@ -7,11 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -458,5 +461,64 @@ func TestConnectionsPooled(t *testing.T) {
 	f.p.Retire(context.Background(), "web", "v1")
 	if n := v.openConns(); n != 0 {
 		t.Errorf("%d connections open after Retire", n)
+	}
+}
+
+// A request whose client leaves while the proxy still connects to a TCP app
+// (its accept queue full: the kernel drops the SYN, and sends it again only
+// after a second) is not sent once the connect succeeds: the connect ends
+// with the client. It used to go to the app when the app caught up.
+func TestClientLeavesDuringConnect(t *testing.T) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "app")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// Fill the accept queue (a backlog of 0 holds one connection).
+	for range 2 {
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		defer c.Close()
+	}
+
+	p := New(Options{Logger: testLogger(t)})
+	p.SetApp("web", AppOptions{})
+	if err := p.SetRoutes([]Route{{Host: "*", App: "web"}}); err != nil {
+		t.Fatal(err)
+	}
+	p.Serve("web", "v1", []Target{{Network: "tcp", Addr: ln.Addr().String()}})
+	ctx, leave := context.WithCancel(context.Background())
+	req := httptest.NewRequest("POST", "http://h/order", strings.NewReader("x")).WithContext(ctx)
+	rec := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() { p.ServeHTTP(rec, req); close(done) }()
+	time.Sleep(300 * time.Millisecond) // the connect waits for the SYN to be sent again
+	leave()
+	var got atomic.Int64
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got.Add(1) })) // the app catches up
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not end 10s after its client left")
+	}
+	time.Sleep(1500 * time.Millisecond) // past the SYN's second try
+	if n := got.Load(); n != 0 || rec.Code != StatusClientClosedRequest {
+		t.Errorf("the app got %d request(s) whose client had left during the connect; answered %d, want %d", n, rec.Code, StatusClientClosedRequest)
 	}
 }

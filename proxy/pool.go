@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -65,8 +66,8 @@ func newConnPool(v *version, t Target) *connPool {
 // a liveness probe of a reused connection first: worth a syscall for a
 // request that must not be sent on a connection the app already closed,
 // since it cannot be sent again. now is the current time (see call.now).
-// Errors are *dialError: nothing was sent.
-func (p *connPool) get(check bool, now time.Time) (bc *backendConn, reused bool, err error) {
+// A connect ends when ctx does. Errors are *dialError: nothing was sent.
+func (p *connPool) get(ctx context.Context, check bool, now time.Time) (bc *backendConn, reused bool, err error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -87,7 +88,7 @@ func (p *connPool) get(check bool, now time.Time) (bc *backendConn, reused bool,
 		}
 		bc.close()
 	}
-	bc, err = p.v.connect(p)
+	bc, err = p.v.connect(ctx, p)
 	return bc, false, err
 }
 

@@ -156,7 +156,7 @@ func TestPoolWatchDeadline(t *testing.T) {
 	p := v.instances[0].pool
 	defer v.close()
 
-	bc, _, err := p.get(false, time.Now())
+	bc, _, err := p.get(context.Background(), false, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestPoolWatchDeadline(t *testing.T) {
 	bc.clearWatch()
 	bc.armWatch(time.Now().Add(-time.Minute))
 	p.put(bc)
-	again, reused, err := p.get(true, time.Now())
+	again, reused, err := p.get(context.Background(), true, time.Now())
 	if err != nil || again != bc || !reused {
 		t.Fatalf("after its watch deadline passed: reused %v, err %v", reused, err)
 	}
@@ -209,20 +209,20 @@ func TestPoolReuseRules(t *testing.T) {
 	p := v.instances[0].pool
 	defer v.close()
 
-	bc, reused, err := p.get(false, time.Now())
+	bc, reused, err := p.get(context.Background(), false, time.Now())
 	if err != nil || reused {
 		t.Fatalf("first get: reused %v, err %v", reused, err)
 	}
 	peer := <-accepted
 	p.put(bc)
-	if again, reused, _ := p.get(true, time.Now()); again != bc || !reused {
+	if again, reused, _ := p.get(context.Background(), true, time.Now()); again != bc || !reused {
 		t.Fatal("a live idle connection was not reused")
 	}
 	p.put(bc)
 
 	peer.Close() // the app closes it while idle
 	time.Sleep(10 * time.Millisecond)
-	fresh, reused, err := p.get(true, time.Now())
+	fresh, reused, err := p.get(context.Background(), true, time.Now())
 	if err != nil || reused || fresh == bc {
 		t.Fatalf("after the app closed the idle connection: reused %v, err %v", reused, err)
 	}
@@ -231,7 +231,7 @@ func TestPoolReuseRules(t *testing.T) {
 	p.mu.Lock()
 	p.idle = append(p.idle, fresh)
 	p.mu.Unlock()
-	if third, reused, _ := p.get(false, time.Now()); reused || third == fresh {
+	if third, reused, _ := p.get(context.Background(), false, time.Now()); reused || third == fresh {
 		t.Error("a connection idle past idleConnTimeout was reused")
 	}
 	if n := v.openConns(); n != 1 {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"net"
 	"slices"
 	"sync"
@@ -186,9 +187,17 @@ func (v *version) newPool(t Target) *connPool {
 }
 
 // connect opens a connection for p. Every error is a *dialError: nothing of
-// the request was sent.
-func (v *version) connect(p *connPool) (*backendConn, error) {
-	conn, err := v.dialer.Dial(p.target.Network, p.target.Addr)
+// the request was sent. A TCP connect, which waits when the app's accept
+// queue is full (a dropped SYN is sent again after a second), ends when
+// ctx does (the client left); a unix socket's never waits.
+func (v *version) connect(ctx context.Context, p *connPool) (*backendConn, error) {
+	var conn net.Conn
+	var err error
+	if p.target.Network == "unix" {
+		conn, err = v.dialer.Dial(p.target.Network, p.target.Addr)
+	} else {
+		conn, err = v.dialer.DialContext(ctx, p.target.Network, p.target.Addr)
+	}
 	if err != nil {
 		return nil, &dialError{target: p.target, err: err}
 	}

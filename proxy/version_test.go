@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"net"
 	"path/filepath"
@@ -54,7 +55,7 @@ func TestSetInstancePools(t *testing.T) {
 	if v.instances[0].pool == pool || len(v.ready) != 1 {
 		t.Errorf("restarted on a new target: pool unchanged or %d ready", len(v.ready))
 	}
-	_, _, err := pool.get(false, time.Now())
+	_, _, err := pool.get(context.Background(), false, time.Now())
 	if de := (*dialError)(nil); !errors.As(err, &de) || !errors.Is(err, errDialSkipped) {
 		t.Errorf("dialing the replaced instance: %v, want a dialError", err)
 	}
@@ -84,7 +85,7 @@ func TestDialErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			v := newVersion("v1")
 			v.setTargetsLocked([]Target{tt.target})
-			_, _, err := v.instances[0].pool.get(false, time.Now())
+			_, _, err := v.instances[0].pool.get(context.Background(), false, time.Now())
 			if de := (*dialError)(nil); !errors.As(err, &de) {
 				t.Fatalf("got %v (%T), want a *dialError", err, err)
 			}
@@ -110,7 +111,7 @@ func TestVersionClose(t *testing.T) {
 	}()
 	v := newVersion("v1")
 	v.setTargetsLocked([]Target{target})
-	bc, _, err := v.instances[0].pool.get(false, time.Now())
+	bc, _, err := v.instances[0].pool.get(context.Background(), false, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func TestVersionClose(t *testing.T) {
 		t.Error("the app's side still reads after close")
 	}
 	bc.close() // again: harmless
-	if _, _, err := v.instances[0].pool.get(false, time.Now()); !errors.Is(err, errDialSkipped) {
+	if _, _, err := v.instances[0].pool.get(context.Background(), false, time.Now()); !errors.Is(err, errDialSkipped) {
 		t.Errorf("dial after close: %v, want errDialSkipped", err)
 	}
 }
