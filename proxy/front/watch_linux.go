@@ -33,6 +33,12 @@ type clientWatch struct {
 	rc     syscall.RawConn
 	id     uint64
 	hangup bool
+
+	// mu orders a check against stop: once stop has returned, no check
+	// touches the registration (another watch of the same connection may
+	// have it by then) or cancels x.
+	mu      sync.Mutex
+	stopped bool
 }
 
 // epoller is the process's epoll set of watched connections.
@@ -118,11 +124,13 @@ func startClientWatch(c *conn, x *reqCtx, hangup bool) *clientWatch {
 	return cw
 }
 
-// stop ends the watch. After it returns the watcher may still be checking
-// the connection (a peek, harmless) and may still cancel x, which the
-// server replaces anyway once its handler returned.
+// stop ends the watch. Once it returns, no check of this watch touches the
+// connection's registration or cancels x: a check under way is waited for.
 func (cw *clientWatch) stop() {
 	ep := theEpoller()
+	cw.mu.Lock()
+	defer cw.mu.Unlock()
+	cw.stopped = true
 	ep.forget(cw)
 	// Control fails once the connection is closed: the kernel dropped the
 	// registration with the socket, and the descriptor's number may
@@ -177,6 +185,13 @@ func (ep *epoller) loop() {
 
 // check looks at a connection whose registration reported events.
 func (ep *epoller) check(cw *clientWatch, events uint32) {
+	cw.mu.Lock()
+	defer cw.mu.Unlock()
+	if cw.stopped {
+		// Stopped after the loop looked it up: the connection's next
+		// request may be watched by now, on the same registration.
+		return
+	}
 	var gone, again bool
 	err := cw.rc.Control(func(fd uintptr) {
 		if cw.hangup {
@@ -193,8 +208,7 @@ func (ep *epoller) check(cw *clientWatch, events uint32) {
 			}
 		}
 		if !gone {
-			// Nothing after all: watch on. A stop meanwhile deleted the
-			// registration, and then this fails with ENOENT.
+			// Nothing after all: watch on.
 			again = true
 			ev := syscall.EpollEvent{Events: cw.events(), Fd: int32(uint32(cw.id)), Pad: int32(uint32(cw.id >> 32))}
 			syscall.EpollCtl(ep.fd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
