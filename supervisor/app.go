@@ -177,7 +177,7 @@ func (a *App) startLocked(ctx context.Context, op, name string, progress progres
 	if err == nil {
 		err = a.activate(v, nil)
 		if err != nil {
-			a.kill(v)
+			a.retireFailed(v)
 		}
 	}
 	res.DurationMS = time.Since(start).Milliseconds()
@@ -258,7 +258,7 @@ func (a *App) Swap(ctx context.Context, op, name string, waitDrain bool, progres
 	}
 	old.mu.Unlock()
 	if err != nil {
-		a.kill(v)
+		a.retireFailed(v)
 		res.DurationMS = time.Since(start).Milliseconds()
 		fillFailure(res, err)
 		a.setLastErr(err)

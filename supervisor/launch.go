@@ -195,7 +195,9 @@ func (a *App) kill(v *version) {
 
 // activate moves traffic to v: the built-in proxy first, then one rename per
 // instance over the stable path for outer proxies (nginx). If a rename fails,
-// the stable paths already moved are put back on old's sockets.
+// the stable paths already moved are put back on old's sockets and the
+// proxy on old; v, which had traffic meanwhile, is the caller's to retire
+// (retireFailed).
 func (a *App) activate(v, old *version) error {
 	a.d.proxy.Serve(a.name, v.key, targets(v))
 	for i, in := range v.instances {
@@ -208,7 +210,6 @@ func (a *App) activate(v, old *version) error {
 			if old != nil {
 				a.serveInProxy(old)
 			}
-			a.forget(v)
 			return fmt.Errorf("supervisor: moving %s to %s: %w", a.layout().Stable(a.name, i), ep.addr, err)
 		}
 	}
@@ -217,12 +218,17 @@ func (a *App) activate(v, old *version) error {
 	return nil
 }
 
-// forget drops a version that the proxy served only for a moment (its
-// activation failed): anything it took is cut at once.
-func (a *App) forget(v *version) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	a.d.proxy.Retire(ctx, a.name, v.key)
+// retireFailed drains v, whose activation failed after it had taken
+// traffic for a moment: requests the built-in proxy sent it, and
+// connections an outer proxy made through a stable path already moved to
+// it, finish (within drain_timeout) before its processes stop, as with a
+// version a swap retired. They used to be cut at once.
+func (a *App) retireFailed(v *version) {
+	a.mu.Lock()
+	a.beginDrainLocked(v, time.Now().Add(v.cfg.DrainTimeout))
+	a.mu.Unlock()
+	a.d.saveState()
+	go a.drain(v, 0)
 }
 
 // restoreStable undoes the first n moves of v's activation: those stable

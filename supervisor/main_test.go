@@ -26,6 +26,13 @@ const (
 	appHangCheckEnv = "SUPERVISOR_TEST_HANG_ON_CHECK" // n: leave the nth and later health checks unanswered
 )
 
+// slowPath is a path the fake app answers after slowFor, having printed
+// "slow request" when it got it.
+const (
+	slowPath = "/slow"
+	slowFor  = 500 * time.Millisecond
+)
+
 // standInRoleEnv makes the test binary stop and kill a stand-in process
 // (see TestStopStandIn), in a process group of its own.
 const standInRoleEnv = "SUPERVISOR_TEST_STOP_STAND_IN"
@@ -97,6 +104,11 @@ func runApp() int {
 			return
 		}
 		w.WriteHeader(status)
+	})
+	http.HandleFunc(slowPath, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Println("slow request")
+		time.Sleep(slowFor)
+		fmt.Fprintln(w, "slow answer from", os.Getenv("DEPLOYER_VERSION"))
 	})
 	fmt.Println("listening")
 	err = http.Serve(l, nil)

@@ -181,3 +181,68 @@ func TestFailedActivationRestores(t *testing.T) {
 		t.Errorf("after the failed activation the instances got %d and %d of 10 requests, want 10 and 0 (instance 1 is out of rotation)", hits[0].Load(), n)
 	}
 }
+
+// A request the proxy sent the new version in the moment it had traffic,
+// before the swap failed on the stable path, is answered by it: the failed
+// version drains, as a retired one does, before its processes stop. It
+// used to be cut at once (502).
+func TestFailedSwapFinishesItsRequests(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := loadString(t, fmt.Sprintf(`
+[deployer]
+listen = ""
+state_dir = %q
+[apps.web]
+command = [%q, "-test.run=^$"]
+version = "v1"
+health = "/healthz"
+[apps.web.env]
+%s = "1"
+`, socketDir(t), exe, appRoleEnv))
+	d := runDaemon(t, cfg, DaemonOptions{})
+	d.waitReady(t)
+	a, err := d.app("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "v1 to serve", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.serving != nil
+	})
+
+	answer := make(chan string, 1)
+	d.swapStable = func(string, string) error {
+		go func() {
+			w := httptest.NewRecorder()
+			d.publicHandler().ServeHTTP(w, httptest.NewRequest("GET", "http://web"+slowPath, nil))
+			answer <- fmt.Sprintf("%d %s", w.Code, strings.TrimSpace(w.Body.String()))
+		}()
+		eventually(t, "v2 to get the request", func() bool {
+			return len(a.logs.Tail(10, func(l LogLine) bool { return l.Version == "v2" && l.Text == "slow request" })) > 0
+		})
+		return errors.New("test: the stable path cannot be replaced")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := a.Swap(ctx, "swap", "v2", false, func(string, ...any) {})
+	if err != nil || res.OK {
+		t.Fatalf("swap: %+v, %v; want it failed by the move", res, err)
+	}
+	select {
+	case got := <-answer:
+		if got != "200 slow answer from v2" {
+			t.Errorf("the request v2 took before the swap failed: %q, want v2's answer", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer 10s after the swap failed")
+	}
+	eventually(t, "v2 to be stopped", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.draining) == 0
+	})
+}
