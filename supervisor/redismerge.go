@@ -144,6 +144,7 @@ func (d *Daemon) newRedisRoutes(rc RoutesConfig) (*redisRoutes, error) {
 		Config:     rc,
 		CacheFile:  filepath.Join(d.layout.StateDir, "redis-routes.json"),
 		Listen:     d.config().Deployer.Listen,
+		StateDir:   d.layout.StateDir,
 		Proxy:      d.proxy,
 		Logger:     d.log,
 		AppOptions: func() proxy.AppOptions { return appOptions(d.config(), nil) },

@@ -2,11 +2,15 @@ package supervisor
 
 import (
 	"errors"
+	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/deployer/deployer/proxy"
+	"github.com/deployer/deployer/sockets"
 )
 
 func TestParseRoute(t *testing.T) {
@@ -78,6 +82,11 @@ func TestIsListenAddr(t *testing.T) {
 		{"127.0.0.1:8080", "10.0.0.5:8080", false},
 		{"10.0.0.5:8080", "10.0.0.6:8080", false},
 		{"", "127.0.0.1:8080", false},
+		// Spellings of the same address.
+		{"127.0.0.1:8080", "LOCALHOST:8080", true},
+		{"127.0.0.1:8080", "[::ffff:127.0.0.1]:8080", true},
+		{"0.0.0.0:8080", "LocalHost.:8080", true},
+		{"[::1]:8080", "[0:0:0:0:0:0:0:1]:8080", true},
 	}
 	for _, tt := range tests {
 		if got := isListenAddr(tt.listen, proxy.Target{Network: "tcp", Addr: tt.target}); got != tt.want {
@@ -94,6 +103,38 @@ func TestRedactURL(t *testing.T) {
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// A unix target in state_dir (the control socket, an app's sockets), or
+// leading there through a symbolic or hard link, is refused.
+func TestInDir(t *testing.T) {
+	state, elsewhere := socketDir(t), socketDir(t)
+	ctl := sockets.Layout{StateDir: state}.ControlSocket()
+	l, err := net.Listen("unix", ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	symlink, hardlink := filepath.Join(elsewhere, "sym.sock"), filepath.Join(elsewhere, "hard.sock")
+	if err := os.Symlink(ctl, symlink); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(ctl, hardlink); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]bool{
+		ctl:                                 true,
+		filepath.Join(state, "web/v1.sock"): true,
+		state + "/../" + filepath.Base(state) + "/deployer.sock": true,
+		symlink:                              true,
+		hardlink:                             true,
+		filepath.Join(elsewhere, "app.sock"): false,
+		state + "-other/app.sock":            false,
+	} {
+		if got := inDir(state, path); got != want {
+			t.Errorf("inDir(state_dir, %s) = %v, want %v", path, got, want)
 		}
 	}
 }

@@ -40,6 +40,9 @@ type redisRoutesOptions struct {
 	Config    RoutesConfig
 	CacheFile string // the last table applied, for a start while Redis is down
 	Listen    string // the proxy's own address: a route to it would loop
+	// StateDir holds the control socket and the apps' sockets: a route
+	// may not name a socket there (see loopProblem).
+	StateDir string
 	Proxy     *proxy.Proxy
 	Logger    *slog.Logger
 	// AppOptions are the proxy settings of the apps made for address routes

@@ -273,6 +273,8 @@ func TestRedisRoutesBadValues(t *testing.T) {
 		"*":            "web",
 		"bad host":     "web",
 		"loop.test":    "127.0.0.1:1", // the daemon's own listen address
+		"loop2.test":   "LOCALHOST:1",
+		"ctl.test":     "unix:" + rt.d.layout.ControlSocket(), // the public would get the control API
 		"empty.test":   " , ",
 		"toomany.test": strings.Repeat("127.0.0.1:80,", 65) + "127.0.0.1:80",
 		"dup.test":     "unix:" + a.Addr, // "Dup.test" sorts first and wins

@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/deployer/deployer/proxy"
+	"github.com/deployer/deployer/sockets"
 )
 
 // Connect checks of address targets: fall failures in a row take a target
@@ -124,15 +128,45 @@ func (r *redisRoutes) apply(raw map[string]string) {
 	r.saveCache(inForce)
 }
 
-// loopProblem refuses a route to this proxy's own listener: each request
-// would come back to it, again and again, until connections run out.
+// loopProblem refuses a route to this proxy's own listener (each request
+// would come back to it, again and again, until connections run out) and
+// one to a socket in state_dir: the control socket there would take the
+// public's requests as the daemon's own (its peer is this process), and an
+// app's sockets are routed to by the app's name.
 func (r *redisRoutes) loopProblem(spec RouteSpec) error {
 	for _, t := range spec.Targets {
 		if isListenAddr(r.opts.Listen, t) {
 			return fmt.Errorf("%w: host %q: %s is this proxy's own listen address: requests would loop", ErrBadRoute, spec.Host, t.Addr)
 		}
+		if t.Network == "unix" && r.opts.StateDir != "" && inDir(r.opts.StateDir, t.Addr) {
+			return fmt.Errorf("%w: host %q: %s is in state_dir %s, which holds the control socket and the apps' sockets: route to an app by its name", ErrBadRoute, spec.Host, t.Addr, r.opts.StateDir)
+		}
 	}
 	return nil
+}
+
+// inDir reports whether path, or the file it leads to through symbolic
+// links, is in dir, or is the same file as one there.
+func inDir(dir, path string) bool {
+	dirs := []string{filepath.Clean(dir)}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dirs = append(dirs, real)
+	}
+	paths := []string{filepath.Clean(path)}
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		paths = append(paths, real)
+	}
+	for _, d := range dirs {
+		for _, p := range paths {
+			if rel, err := filepath.Rel(d, p); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
+				return true
+			}
+		}
+	}
+	// A hard link elsewhere to the control socket.
+	ctl, err1 := os.Stat(sockets.Layout{StateDir: dir}.ControlSocket())
+	fi, err2 := os.Stat(path)
+	return err1 == nil && err2 == nil && os.SameFile(fi, ctl)
 }
 
 // isListenAddr reports whether t is the listen address, as far as can be
@@ -146,6 +180,7 @@ func isListenAddr(listen string, t proxy.Target) bool {
 	if err1 != nil || err2 != nil || lp != tp {
 		return false
 	}
+	lh, th = normalHost(lh), normalHost(th)
 	local := th == "localhost"
 	if ip := net.ParseIP(th); ip != nil {
 		local = ip.IsLoopback() || ip.IsUnspecified()
@@ -160,6 +195,16 @@ func isListenAddr(listen string, t proxy.Target) bool {
 		return th == "localhost" || lh == "localhost" && local
 	}
 	return false
+}
+
+// normalHost is host as compared for loops: names in lower case without a
+// trailing dot, addresses in their canonical form (an IPv4-mapped IPv6
+// address as IPv4).
+func normalHost(host string) string {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Unmap().WithZone("").String()
+	}
+	return strings.TrimSuffix(strings.ToLower(host), ".")
 }
 
 func sameSpec(a, b RouteSpec) bool {
