@@ -48,8 +48,9 @@ type UpgraderOptions struct {
 // A process may create only one Upgrader, and every listener the daemon
 // serves on must come from its Listen.
 type Upgrader struct {
-	upg   *tableflip.Upgrader
-	ready atomic.Bool // Ready was called
+	upg     *tableflip.Upgrader
+	ready   atomic.Bool // Ready was called
+	readyOK atomic.Bool // Ready succeeded: the old process, if any, was told
 }
 
 // NewUpgrader creates the process's Upgrader. In the new process of an
@@ -168,6 +169,7 @@ func (u *Upgrader) Ready() error {
 	if err != nil {
 		return fmt.Errorf("sockets: ready: %w", err)
 	}
+	u.readyOK.Store(true)
 	return nil
 }
 
@@ -225,7 +227,17 @@ func (u *Upgrader) Exit() <-chan struct{} { return u.upg.Exit() }
 // Stop prevents further upgrades and closes Exit. Called before any upgrade
 // succeeded, it means the daemon shuts down for good: the unix sockets of its
 // listeners are then unlinked. It is safe to call more than once.
-func (u *Upgrader) Stop() { u.upg.Stop() }
+//
+// In the new process of an upgrade that has not told the old one it is
+// ready, Stop does nothing: this process failed to start, the old one
+// serves on, on the same socket paths, which must stay (tableflip's Stop
+// would unlink them).
+func (u *Upgrader) Stop() {
+	if u.upg.HasParent() && !u.readyOK.Load() {
+		return
+	}
+	u.upg.Stop()
+}
 
 // HasParent reports whether this process was started by an upgrade, and so
 // inherits its listeners from an old process that is still draining.

@@ -34,6 +34,8 @@ func runRole(role string) int {
 		err = roleListen(os.Getenv(dirEnv))
 	case "upgrade":
 		err = roleUpgrade(os.Getenv(dirEnv))
+	case "failed-upgrade":
+		err = roleFailedUpgrade(os.Getenv(dirEnv))
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
@@ -163,6 +165,70 @@ func TestUpgraderUpgrade(t *testing.T) {
 	if !strings.Contains(out, "new process: ok") {
 		t.Errorf("the new process did not finish cleanly:\n%s", out)
 	}
+}
+
+// failEnv says how the new process of roleFailedUpgrade fails: "start" (it
+// stops before Ready), "ready" (its Ready fails: no directory for the PID
+// file).
+const failEnv = "SOCKETS_TEST_FAIL"
+
+// An upgrade whose new process fails leaves the old one serving on its
+// socket's path: the new process's Stop must not unlink what it inherited.
+// (It did, and the CLI then found no daemon while the old one served on.)
+func TestUpgraderFailedUpgrade(t *testing.T) {
+	for _, how := range []string{"start", "ready"} {
+		t.Run(how, func(t *testing.T) {
+			t.Setenv(failEnv, how)
+			out := runDaemon(t, "failed-upgrade", socketDir(t))
+			if !strings.Contains(out, "old process: serves on") {
+				t.Errorf("after the failed upgrade:\n%s", out)
+			}
+		})
+	}
+}
+
+// roleFailedUpgrade is the old daemon of an upgrade whose new process fails
+// (see failEnv), and that new process.
+func roleFailedUpgrade(dir string) error {
+	sock := filepath.Join(dir, "public.sock")
+	o := UpgraderOptions{UpgradeTimeout: 30 * time.Second}
+	if os.Getenv(HasParentEnv) != "" && os.Getenv(failEnv) == "ready" {
+		o.PIDFile = filepath.Join(dir, "missing", "deployer.pid")
+	}
+	u, err := NewUpgrader(o)
+	if err != nil {
+		return err
+	}
+	if u.HasParent() {
+		// As the daemon does: listen, maybe Ready, and Stop on the way out.
+		if _, err := u.Listen("unix", sock); err != nil {
+			return err
+		}
+		if os.Getenv(failEnv) == "ready" {
+			if err := u.Ready(); err == nil {
+				return errors.New("Ready succeeded with no directory for the PID file")
+			}
+		}
+		u.Stop()
+		time.Sleep(200 * time.Millisecond) // what Stop does, it does by now
+		return errors.New("the new process fails, as the test wants")
+	}
+	ln, err := u.Listen("unix", sock)
+	if err != nil {
+		return err
+	}
+	defer serveRole('P', ln)()
+	if err := u.Ready(); err != nil {
+		return err
+	}
+	if err := u.Upgrade(); err == nil {
+		return errors.New("the upgrade to a failing process succeeded")
+	}
+	if b, err := readByte(sock); err != nil || b != 'P' {
+		return fmt.Errorf("after the failed upgrade: %q, %v; want this process to answer on %s", b, err, sock)
+	}
+	fmt.Println("old process: serves on")
+	return nil
 }
 
 // roleUpgrade is the old daemon of an upgrade when started by the test, and
