@@ -22,16 +22,18 @@ import (
 
 // newTestDaemon returns a Daemon for one app, web, that is never started:
 // only handlers that need no running app may be called. It writes its
-// state file as a running daemon does once it has adopted its apps.
+// state file, and its listeners accept, as a running daemon's do once it
+// is ready.
 func newTestDaemon(t *testing.T) *Daemon {
 	t.Helper()
 	d := newUnstartedDaemon(t)
 	d.adopting.Store(false)
+	close(d.acceptGate)
 	return d
 }
 
 // newUnstartedDaemon is newTestDaemon as NewDaemon leaves it, before Run's
-// adoption: it writes no state file.
+// adoption: it writes no state file and its listeners accept nothing.
 func newUnstartedDaemon(t *testing.T) *Daemon {
 	t.Helper()
 	stateDir := socketDir(t)
@@ -335,6 +337,8 @@ type runningDaemon struct {
 	*Daemon
 	ready   chan struct{} // closed once its ready step returned
 	stopped chan struct{} // closed once Run returned
+	mayFail bool
+	runErr  error // Run's, once stopped is closed
 }
 
 // runDaemon runs NewDaemon(cfg, opts) until the test ends (then it cancels
@@ -342,7 +346,14 @@ type runningDaemon struct {
 // the daemon's ready step before ready is closed.
 func runDaemon(t *testing.T, cfg *Config, opts DaemonOptions) *runningDaemon {
 	t.Helper()
-	r := &runningDaemon{ready: make(chan struct{}), stopped: make(chan struct{})}
+	return runDaemonMayFail(t, cfg, opts, false)
+}
+
+// runDaemonMayFail is runDaemon; with mayFail, Run's error is the test's to
+// look at (runErr, once stopped is closed), not a failure.
+func runDaemonMayFail(t *testing.T, cfg *Config, opts DaemonOptions, mayFail bool) *runningDaemon {
+	t.Helper()
+	r := &runningDaemon{ready: make(chan struct{}), stopped: make(chan struct{}), mayFail: mayFail}
 	hook := opts.Ready
 	opts.Ready = func() error {
 		if hook != nil {
@@ -361,8 +372,8 @@ func runDaemon(t *testing.T, cfg *Config, opts DaemonOptions) *runningDaemon {
 	r.Daemon = d
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		if err := d.Run(ctx); err != nil {
-			t.Errorf("Run: %v", err)
+		if r.runErr = d.Run(ctx); r.runErr != nil && !r.mayFail {
+			t.Errorf("Run: %v", r.runErr)
 		}
 		close(r.stopped)
 	}()
@@ -552,4 +563,76 @@ func TestEditDuringFailedUpgradeApplied(t *testing.T) {
 		break
 	}
 	waitUntil(t, "app api from the edit made during the failed upgrade", 5*time.Second, func() bool { return d.config().Apps["api"] != nil })
+}
+
+// A daemon accepts no public connection before it is ready: after an
+// upgrade the old daemon, which shares the listening socket, accepts them
+// meanwhile, and a new daemon that then fails drops none. (It served them
+// from its start, and one that failed at Ready dropped those it had.)
+func TestNoAcceptBeforeReady(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cfg := loadString(t, fmt.Sprintf(`
+[deployer]
+listen = %q
+state_dir = %q
+[apps.web]
+command = ["/bin/false"]
+version = "v1"
+`, ln.Addr().String(), socketDir(t)))
+	answered := make(chan string, 1)
+	d := runDaemonMayFail(t, cfg, DaemonOptions{
+		// The daemon's copy of the socket, as tableflip hands one over.
+		Listen: func(network, addr string) (net.Listener, error) {
+			if network == "tcp" {
+				return net.FileListener(f)
+			}
+			return net.Listen(network, addr)
+		},
+		Ready: func() error {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			io.WriteString(c, "GET "+HealthPath+" HTTP/1.1\r\nHost: x\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			b, _ := io.ReadAll(c)
+			answered <- string(b)
+			return errors.New("test: this daemon fails at Ready")
+		},
+	}, true)
+	select {
+	case got := <-answered:
+		if got != "" {
+			t.Errorf("a daemon not ready yet answered a public connection: %q", got)
+		}
+	case <-d.stopped:
+		t.Fatal("Run returned before its ready step")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon never got to its ready step")
+	}
+	select {
+	case <-d.stopped:
+		if d.runErr == nil || !strings.Contains(d.runErr.Error(), "fails at Ready") {
+			t.Errorf("Run returned %v, want the ready step's error", d.runErr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its ready step failed")
+	}
+	// The connection is still the socket's: "the old daemon" takes it.
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+	if c, err := ln.Accept(); err != nil {
+		t.Errorf("the connection made before Ready was not left in the socket's queue: %v", err)
+	} else {
+		c.Close()
+	}
 }

@@ -100,6 +100,12 @@ type Daemon struct {
 	// afresh apps whose processes still ran.)
 	adopting atomic.Bool
 
+	// acceptGate is closed once the daemon is ready (Run): until then its
+	// listeners accept nothing (gatedListener), and after an upgrade the old
+	// daemon, which shares their sockets, accepts every connection. A new
+	// daemon that fails before it is ready then drops none.
+	acceptGate chan struct{}
+
 	// swapStable is sockets.Swap, for a swap's move of the stable paths
 	// (activate); tests make it fail.
 	swapStable func(boundPath, stablePath string) error
@@ -133,6 +139,7 @@ func NewDaemon(cfg *Config, opts DaemonOptions) (*Daemon, error) {
 		procs:      newProcSampler(),
 		threads:    newThreadTuner(opts.Logger, opts.ManageProcs),
 		swapStable: sockets.Swap,
+		acceptGate: make(chan struct{}),
 	}
 	d.adopting.Store(true)
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -238,7 +245,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		pubs = append(pubs, pub)
 	}
 	if addr := cfg.Deployer.Listen; addr != "" {
-		l, err := d.opts.Listen("tcp", addr)
+		l, err := d.listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("supervisor: listen %s: %w", addr, err)
 		}
@@ -281,6 +288,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fmt.Errorf("supervisor: ready: %w", err)
 		}
 	}
+	close(d.acceptGate)
 	// Control calls are served only now, with every app adopted or about to
 	// boot. After an upgrade the old daemon shares the control socket and
 	// answered every call until here: a swap accepted by this one before
@@ -440,7 +448,7 @@ func (d *Daemon) listenControl() (net.Listener, error) {
 	}
 	path := d.layout.ControlSocket()
 	old := syscall.Umask(0o177)
-	l, err := d.opts.Listen("unix", path)
+	l, err := d.listen("unix", path)
 	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: control socket: %w", err)
@@ -509,4 +517,38 @@ func (d *Daemon) app(name string) (*App, error) {
 		return nil, fmt.Errorf("%w %q (apps: %v)", ErrUnknownApp, name, d.config().AppNames())
 	}
 	return a, nil
+}
+
+// listen opens a listener with opts.Listen that accepts nothing before the
+// daemon is ready (see acceptGate).
+func (d *Daemon) listen(network, addr string) (net.Listener, error) {
+	l, err := d.opts.Listen(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &gatedListener{Listener: l, open: d.acceptGate, closed: make(chan struct{})}, nil
+}
+
+// gatedListener's Accept waits until open is closed (or the listener is).
+// Connections wait in the kernel's backlog meanwhile, or are accepted by
+// another process sharing the socket.
+type gatedListener struct {
+	net.Listener
+	open      <-chan struct{}
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func (l *gatedListener) Accept() (net.Conn, error) {
+	select {
+	case <-l.open:
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+	return l.Listener.Accept()
+}
+
+func (l *gatedListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
 }

@@ -129,7 +129,7 @@ func (d *Daemon) startObservability() (stop func(), err error) {
 // serveMetrics serves /metrics on addr, a listener from DaemonOptions.Listen
 // so a self-upgrade hands it to the next daemon and no scrape is refused.
 func (o *observer) serveMetrics(addr string) (*http.Server, error) {
-	l, err := o.d.opts.Listen("tcp", addr)
+	l, err := o.d.listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: metrics: listen %s: %w", addr, err)
 	}

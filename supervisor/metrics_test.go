@@ -50,6 +50,7 @@ version = "v1"
 	if err != nil {
 		t.Fatalf("NewDaemon: %v", err)
 	}
+	close(d.acceptGate) // as Run does once ready: the metrics listener accepts
 	t.Cleanup(func() {
 		d.cancel()
 	})

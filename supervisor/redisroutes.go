@@ -43,8 +43,8 @@ type redisRoutesOptions struct {
 	// StateDir holds the control socket and the apps' sockets: a route
 	// may not name a socket there (see loopProblem).
 	StateDir string
-	Proxy     *proxy.Proxy
-	Logger    *slog.Logger
+	Proxy    *proxy.Proxy
+	Logger   *slog.Logger
 	// AppOptions are the proxy settings of the apps made for address routes
 	// (queue_timeout, max_queued of [deployer]).
 	AppOptions func() proxy.AppOptions

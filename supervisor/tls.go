@@ -69,7 +69,7 @@ func (d *Daemon) loadTLS() (*certStore, error) {
 // serveTLS listens on tls_listen and serves HTTPS with store's pair.
 func (d *Daemon) serveTLS(store *certStore) (*publicServer, error) {
 	pc := d.config().Deployer.Public
-	l, err := d.opts.Listen("tcp", pc.TLSListen)
+	l, err := d.listen("tcp", pc.TLSListen)
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: listen %s (TLS): %w", pc.TLSListen, err)
 	}

@@ -441,6 +441,7 @@ version = "v1"
 	if err != nil {
 		t.Fatal(err)
 	}
+	close(d.acceptGate) // as Run does once ready: the TLS listener accepts
 	pub, err := d.startTLS()
 	if err != nil {
 		t.Fatal(err)
