@@ -76,6 +76,10 @@ type redisRoutes struct {
 	cacheQ    chan map[string]string
 	cacheDone chan struct{}
 
+	// applyMu serializes apply and setAppOptions: the proxy apps of the
+	// routes in current are live while it is held.
+	applyMu sync.Mutex
+
 	// Owned by the goroutine that applies tables (run, or start before it).
 	seq            uint64            // version keys of address routes
 	loggedBad      map[string]bool   // field+value pairs already logged

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -386,5 +387,36 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() boo
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A reload of deploy.toml gives the address routes already in force its
+// new proxy settings, as it gives the apps: max_body here. (Only routes
+// made after the reload had them.)
+func TestRedisRoutesTakeReloadedSettings(t *testing.T) {
+	srv := testredis.Start(t)
+	rt := newRouteTest(t, srv, "")
+	a, _ := backend(t, "a", "unix")
+	rt.set("addr.test", "unix:"+a.Addr)
+	rt.waitBody("addr.test", "a", time.Second)
+
+	path := rt.d.config().Path
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(src), "[deployer]", "[deployer]\nmax_body = \"1KiB\"", 1)
+	if err := os.WriteFile(path, []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest("POST", "http://addr.test/", strings.NewReader(strings.Repeat("x", 64<<10)))
+	r.Host = "addr.test"
+	rt.d.proxy.ServeHTTP(w, r)
+	if w.Code != http.StatusRequestEntityTooLarge {
+		t.Errorf("a 64 KiB POST to a Redis address route after a reload set max_body = 1KiB: %d, want 413", w.Code)
 	}
 }

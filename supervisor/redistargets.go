@@ -48,6 +48,8 @@ type badRoute struct {
 // the host keeps the route it had, if any, and every other host is
 // unaffected. Only one goroutine applies at a time (start, then run).
 func (r *redisRoutes) apply(raw map[string]string) {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
 	r.mu.Lock()
 	cur := r.current
 	r.mu.Unlock()
@@ -209,6 +211,22 @@ func normalHost(host string) string {
 
 func sameSpec(a, b RouteSpec) bool {
 	return a.Host == b.Host && a.App == b.App && slices.Equal(a.Targets, b.Targets)
+}
+
+// setAppOptions gives the proxy apps of the address routes in force the
+// settings of deploy.toml in force (a reload changed queue_timeout,
+// max_queued or max_body); routes made later get them anyway.
+func (r *redisRoutes) setAppOptions() {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	r.mu.Lock()
+	cur := r.current
+	r.mu.Unlock()
+	for _, e := range cur {
+		if e.app != "" {
+			r.opts.Proxy.SetApp(e.app, r.opts.AppOptions())
+		}
+	}
 }
 
 // serve makes the proxy app of an address route, every target ready, and

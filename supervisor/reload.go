@@ -184,6 +184,9 @@ func (d *Daemon) apply(old, cfg *Config) {
 	for _, name := range cfg.AppNames() {
 		d.proxy.SetApp(name, appOptions(cfg, cfg.Apps[name]))
 	}
+	if d.redis != nil {
+		d.redis.setAppOptions() // its address routes' apps
+	}
 	for _, a := range added {
 		if err := d.holds.Add(a.name); err != nil {
 			d.log.Error("watching the hold file", "app", a.name, "error", err)
