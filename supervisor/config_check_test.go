@@ -179,6 +179,14 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"listen without port", "[deployer]\nlisten = \"localhost:\"\n" + app, []problem{
 			{2, `deployer.listen "localhost:": want host:port`},
 		}},
+		{"env names", app + "env = { \"A=B\" = \"1\", \"\" = \"2\", OK = \"x\\u0000y\" }\n", []problem{
+			{5, `apps.web.env: "" is not a variable name`},
+			{5, `apps.web.env: "A=B" is not a variable name`},
+			{5, `apps.web.env.OK: the value holds a NUL byte`},
+		}},
+		{"listen port out of range", "[deployer]\nlisten = \"127.0.0.1:99999\"\n" + app, []problem{
+			{2, `deployer.listen "127.0.0.1:99999": want host:port`},
+		}},
 		{"empty state_dir", "[deployer]\nstate_dir = \"\"\n" + app, []problem{
 			{2, "deployer.state_dir must not be empty"},
 		}},

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/user"
@@ -133,8 +132,8 @@ func (l *loader) public(raw rawDeployer, dir string) PublicConfig {
 		if v == "" {
 			return ""
 		}
-		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
-			l.addf(key(k), `deployer.%s %q: want host:port such as "127.0.0.1:9100", or "" for none`, k, v)
+		if !validHostPort(v) {
+			l.addf(key(k), `deployer.%s %q: want host:port such as "127.0.0.1:9100" (a port from 0 to 65535), or "" for none`, k, v)
 		}
 		return v
 	}

@@ -87,6 +87,11 @@ func TestPublicConfigErrors(t *testing.T) {
 		line                 int
 	}{
 		{"metrics", `metrics = "9100"`, `deployer.metrics "9100": want host:port`, 2},
+		{"port out of range", `metrics = "127.0.0.1:99999"`, `deployer.metrics "127.0.0.1:99999": want host:port`, 2},
+		{"metrics on listen's port", "listen = \"127.0.0.1:18941\"\nmetrics = \"127.0.0.1:18941\"",
+			`deployer.metrics "127.0.0.1:18941": the same port as deployer.listen "127.0.0.1:18941"`, 3},
+		{"metrics on every address, listen's port", "listen = \"127.0.0.1:18941\"\nmetrics = \":18941\"",
+			`deployer.metrics ":18941": the same port as deployer.listen`, 3},
 		{"tls without cert", `tls_listen = ":443"`, "tls_listen needs tls_cert and tls_key", 2},
 		{"cert without listen", `tls_cert = "c.pem"`, "tls_cert is set but tls_listen is not", 2},
 		{"missing cert", "tls_listen = \":443\"\ntls_cert = \"nope.pem\"\ntls_key = \"nope.pem\"", "deployer.tls_cert: stat", 3},
@@ -155,5 +160,20 @@ func TestCheckConfigLoadsKeyPair(t *testing.T) {
 				t.Errorf("error %q repeats the package's sentinel text", ces[0].Msg)
 			}
 		})
+	}
+}
+
+// CheckConfig (deployer check) refuses a pid_file in a directory that does
+// not exist, at its line: the daemon would fail once ready, writing it.
+// LoadConfig reads no file.
+func TestCheckConfigPIDFileDir(t *testing.T) {
+	path := writeConfig(t, "[deployer]\npid_file = \"no/such/dir/deployer.pid\"\n\n[apps.web]\ncommand = [\"./web\"]\nversion = \"v1\"\n")
+	_, err := CheckConfig(path)
+	ces := configErrors(t, err)
+	if len(ces) != 1 || ces[0].Line != 2 || !strings.Contains(ces[0].Msg, `deployer.pid_file "no/such/dir/deployer.pid"`) {
+		t.Fatalf("check: %v, want one error at line 2 naming pid_file", err)
+	}
+	if _, err := LoadConfig(path); err != nil {
+		t.Errorf("LoadConfig: %v, want no error (it reads no file)", err)
 	}
 }

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
 	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -25,10 +27,8 @@ func (l *loader) deployer(raw rawDeployer, dir string) DeployerConfig {
 	key := func(k string) toml.Key { return toml.Key{"deployer", k} }
 	if l.defined(key("listen")) {
 		d.Listen = raw.Listen
-		if d.Listen != "" {
-			if _, port, err := net.SplitHostPort(d.Listen); err != nil || port == "" {
-				l.addf(key("listen"), `deployer.listen %q: want host:port such as "127.0.0.1:8080", or "" for no proxy`, d.Listen)
-			}
+		if d.Listen != "" && !validHostPort(d.Listen) {
+			l.addf(key("listen"), `deployer.listen %q: want host:port such as "127.0.0.1:8080" (a port from 0 to 65535), or "" for no proxy`, d.Listen)
 		}
 	}
 	if l.defined(key("state_dir")) {
@@ -45,6 +45,15 @@ func (l *loader) deployer(raw rawDeployer, dir string) DeployerConfig {
 		d.PIDFile = raw.PIDFile
 		if !filepath.IsAbs(d.PIDFile) {
 			d.PIDFile = filepath.Join(dir, d.PIDFile)
+		}
+		// check looks for the directory, which the daemon does not create:
+		// a start would fail once ready, writing the file.
+		if l.readFiles {
+			if fi, err := os.Stat(filepath.Dir(d.PIDFile)); err != nil {
+				l.addf(key("pid_file"), "deployer.pid_file %q: %v", raw.PIDFile, err)
+			} else if !fi.IsDir() {
+				l.addf(key("pid_file"), "deployer.pid_file %q: %s is not a directory", raw.PIDFile, filepath.Dir(d.PIDFile))
+			}
 		}
 	}
 	d.QueueTimeout = l.duration(key("queue_timeout"), raw.QueueTimeout, d.QueueTimeout)
@@ -73,6 +82,7 @@ func (l *loader) deployer(raw rawDeployer, dir string) DeployerConfig {
 		}
 	}
 	d.Public = l.public(raw, dir)
+	l.distinctAddrs(d)
 	if n := len(controlSocket(d.StateDir)); n > sockets.MaxPathLen {
 		l.addf(key("state_dir"), "control socket path %q is %d bytes, more than the %d a unix socket allows: use a shorter state_dir",
 			controlSocket(d.StateDir), n, sockets.MaxPathLen)
@@ -147,6 +157,16 @@ func (l *loader) app(name string, raw rawApp, d DeployerConfig) *AppConfig {
 		}
 	}
 	maps.Copy(a.Env, raw.Env)
+	for _, k := range slices.Sorted(maps.Keys(raw.Env)) {
+		switch {
+		case k == "":
+			l.addf(key("env"), "%senv: \"\" is not a variable name", prefix)
+		case strings.ContainsAny(k, "=\x00"):
+			l.addf(toml.Key{"apps", a.Name, "env", k}, "%senv: %q is not a variable name (it holds = or NUL)", prefix, k)
+		case strings.ContainsRune(raw.Env[k], 0):
+			l.addf(toml.Key{"apps", a.Name, "env", k}, "%senv.%s: the value holds a NUL byte, which no environment can", prefix, k)
+		}
+	}
 	if l.defined(key("env_file")) {
 		switch v := raw.EnvFile.val.(type) {
 		case string:
@@ -451,4 +471,54 @@ func (l *loader) envFiles(a *AppConfig, dir string) {
 			l.addf(toml.Key{"apps", a.Name, "env_file"}, "apps.%s.env_file: %v", a.Name, err)
 		}
 	}
+}
+
+// validHostPort reports whether addr is host:port with a port that a
+// listener can take: a number from 0 to 65535, or a service name.
+func validHostPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return false
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err == nil {
+		return n <= 65535
+	} else if port[0] >= '0' && port[0] <= '9' {
+		return false // a number out of range
+	}
+	_, err = net.LookupPort("tcp", port)
+	return err == nil
+}
+
+// distinctAddrs refuses two of listen, tls_listen and metrics on the same
+// port of overlapping hosts: the daemon could not listen on both, and would
+// fail at start where check said the file was fine.
+func (l *loader) distinctAddrs(d DeployerConfig) {
+	addrs := []struct{ key, addr string }{
+		{"listen", d.Listen}, {"tls_listen", d.Public.TLSListen}, {"metrics", d.Public.Metrics},
+	}
+	for i, a := range addrs {
+		for _, b := range addrs[:i] {
+			if sameListenAddr(a.addr, b.addr) {
+				l.addf(toml.Key{"deployer", a.key}, "deployer.%s %q: the same port as deployer.%s %q; each needs an address of its own",
+					a.key, a.addr, b.key, b.addr)
+				break
+			}
+		}
+	}
+}
+
+// sameListenAddr reports whether listeners on a and b would conflict: the
+// same port (not 0: any free one) on the same host, or on every address
+// ("", 0.0.0.0, ::) and any host.
+func sameListenAddr(a, b string) bool {
+	if a == "" || b == "" {
+		return false
+	}
+	ah, ap, err1 := net.SplitHostPort(a)
+	bh, bp, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || ap != bp || ap == "0" {
+		return false
+	}
+	everywhere := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return everywhere(ah) || everywhere(bh) || normalHost(ah) == normalHost(bh)
 }
