@@ -22,35 +22,7 @@ import (
 // moved its paths is restarted. Its crash watcher (and health loop) used
 // to see the old version as retiring for that moment and quit for good.
 func TestFailedActivationKeepsOldWatched(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := loadString(t, fmt.Sprintf(`
-[deployer]
-listen = ""
-state_dir = %q
-[apps.web]
-command = [%q, "-test.run=^$"]
-version = "v1"
-health = "/healthz"
-health_interval = "50ms"
-[apps.web.env]
-%s = "1"
-`, socketDir(t), exe, appRoleEnv))
-	d := runDaemon(t, cfg, DaemonOptions{})
-	d.waitReady(t)
-	a, err := d.app("web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var old *version
-	eventually(t, "v1 to serve", func() bool {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		old = a.serving
-		return old != nil
-	})
+	d, a, old := fakeAppDaemon(t, `health_interval = "50ms"`)
 	crashed, _, _, _ := old.instances[0].snapshot()
 
 	// The move fails after v1's process crashed and its crash watcher and
@@ -187,32 +159,7 @@ func TestFailedActivationRestores(t *testing.T) {
 // version drains, as a retired one does, before its processes stop. It
 // used to be cut at once (502).
 func TestFailedSwapFinishesItsRequests(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := loadString(t, fmt.Sprintf(`
-[deployer]
-listen = ""
-state_dir = %q
-[apps.web]
-command = [%q, "-test.run=^$"]
-version = "v1"
-health = "/healthz"
-[apps.web.env]
-%s = "1"
-`, socketDir(t), exe, appRoleEnv))
-	d := runDaemon(t, cfg, DaemonOptions{})
-	d.waitReady(t)
-	a, err := d.app("web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "v1 to serve", func() bool {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return a.serving != nil
-	})
+	d, a, _ := fakeAppDaemon(t, "")
 
 	answer := make(chan string, 1)
 	d.swapStable = func(string, string) error {
@@ -245,4 +192,41 @@ health = "/healthz"
 		defer a.mu.Unlock()
 		return len(a.draining) == 0
 	})
+}
+
+// fakeAppDaemon runs a daemon for app web, version v1 played by the test
+// binary (runApp) with its health checks on, settings adds lines to the
+// app's table, and returns it once v1 serves.
+func fakeAppDaemon(t *testing.T, settings string) (*runningDaemon, *App, *version) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := loadString(t, fmt.Sprintf(`
+[deployer]
+listen = ""
+state_dir = %q
+[apps.web]
+command = [%q, "-test.run=^$"]
+version = "v1"
+health = "/healthz"
+%s
+[apps.web.env]
+%s = "1"
+`, socketDir(t), exe, settings, appRoleEnv))
+	d := runDaemon(t, cfg, DaemonOptions{})
+	d.waitReady(t)
+	a, err := d.app("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v1 *version
+	eventually(t, "v1 to serve", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		v1 = a.serving
+		return v1 != nil
+	})
+	return d, a, v1
 }
