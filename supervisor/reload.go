@@ -23,7 +23,12 @@ const reloadDebounce = 150 * time.Millisecond
 
 // watchConfig reloads deploy.toml whenever it changes. It watches the
 // directory, not the file: editors and `mv` replace the file, and a watch
-// on the old inode would go quiet (PITFALLS: fsnotify).
+// on the old inode would go quiet (PITFALLS: fsnotify). When deploy.toml is
+// a symbolic link, the directory of its target is watched too (edits made
+// there), and any change in either directory leads to a look at the file:
+// a Kubernetes ConfigMap changes by renaming a "..data" link, never
+// deploy.toml itself. The file is read again only when its bytes changed
+// since the last look, so other files there cost a read, not a reload.
 func (d *Daemon) watchConfig(ctx context.Context) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -34,6 +39,25 @@ func (d *Daemon) watchConfig(ctx context.Context) error {
 		w.Close()
 		return err
 	}
+	syncWatches := func() {
+		want := []string{filepath.Dir(path)}
+		if real, err := filepath.EvalSymlinks(path); err == nil {
+			want = append(want, filepath.Dir(real))
+		}
+		for _, dir := range w.WatchList() {
+			if !slices.Contains(want, dir) {
+				w.Remove(dir)
+			}
+		}
+		for _, dir := range want {
+			// Add is a no-op for a directory already watched.
+			if err := w.Add(dir); err != nil {
+				d.log.Debug("watching a directory of deploy.toml", "dir", dir, "error", err)
+			}
+		}
+	}
+	syncWatches()
+	last := d.config().src
 	go func() {
 		defer w.Close()
 		var debounce <-chan time.Time
@@ -45,7 +69,7 @@ func (d *Daemon) watchConfig(ctx context.Context) error {
 				if !ok {
 					return
 				}
-				if filepath.Clean(ev.Name) == path && !ev.Has(fsnotify.Chmod) {
+				if !ev.Has(fsnotify.Chmod) {
 					debounce = time.After(reloadDebounce)
 				}
 			case err, ok := <-w.Errors:
@@ -59,23 +83,43 @@ func (d *Daemon) watchConfig(ctx context.Context) error {
 				}
 			case <-debounce:
 				debounce = nil
-				d.Reload()
+				syncWatches()
+				src, err := os.ReadFile(path)
+				if err != nil || bytes.Equal(src, last) {
+					continue // gone for a moment (a rename), or the same bytes
+				}
+				if errors.Is(d.Reload(), errReloadDeferred) {
+					// An upgrade, or a start's own look at the file, holds
+					// the lock: look again in a moment.
+					debounce = time.After(reloadRetry)
+					continue
+				}
+				last = src
 			}
 		}
 	}()
 	return nil
 }
 
+// reloadRetry is how soon the watch looks again at an edit whose reload
+// had to wait (errReloadDeferred).
+const reloadRetry = time.Second
+
+// errReloadDeferred: an upgrade (or a start's look at deploy.toml) holds
+// the lock a reload takes; the edit is applied once it is over.
+var errReloadDeferred = errors.New("supervisor: reload deferred: an upgrade is under way")
+
 // Reload reads deploy.toml again and applies it without dropping a request.
 // An invalid file changes nothing: the error is logged and shown by status
-// until a valid file replaces it.
+// until a valid file replaces it. While an upgrade (or a start's own look at
+// the file) holds the lock, it does nothing and returns errReloadDeferred.
 func (d *Daemon) Reload() error {
 	// Not during an upgrade: an app this one started now would be no one's
 	// after it. The new daemon reads deploy.toml again once it runs, this
 	// one if the upgrade fails (reloadIfChanged, both).
 	if !d.upgradeMu.TryLock() {
 		d.log.Info("deploy.toml changed during an upgrade: it is applied once the upgrade is over")
-		return nil
+		return errReloadDeferred
 	}
 	defer d.upgradeMu.Unlock()
 	return d.reloadLocked()
