@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -58,32 +59,62 @@ func OpenRouteStore(rawURL string) (*RouteStore, error) {
 func (s *RouteStore) Close() error { return s.c.Close() }
 
 // Set routes spec's host to its target (spec.Value()), then announces it.
+// Other fields of the same host (spelled "Shop.test" or "shop.test." by
+// another tool) are deleted in the same transaction: the daemons apply one
+// field per host, and such a field could be the one they pick.
 func (s *RouteStore) Set(ctx context.Context, spec RouteSpec) error {
-	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	return s.change(ctx, spec.Host, func(p redis.Pipeliner, others []string) {
+		if len(others) > 0 {
+			p.HDel(ctx, RedisRoutesKey, others...)
+		}
 		p.HSet(ctx, RedisRoutesKey, spec.Host, spec.Value())
 		p.Publish(ctx, RedisRoutesChannel, "set "+spec.Host)
-		return nil
 	})
-	return err
 }
 
-// Remove deletes the route of host, spelled as given or normalized, and
-// announces it. removed is false when there was none.
+// Remove deletes the route of host: every field that names it, however
+// spelled, and announces it. removed is false when there was none.
 func (s *RouteStore) Remove(ctx context.Context, host string) (removed bool, err error) {
-	fields := []string{normalizeRouteHost(host)}
-	if host != fields[0] {
-		fields = append(fields, host) // written by hand, not normalized
-	}
+	norm := normalizeRouteHost(host)
 	var del *redis.IntCmd
-	_, err = s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		del = p.HDel(ctx, RedisRoutesKey, fields...)
-		p.Publish(ctx, RedisRoutesChannel, "rm "+fields[0])
-		return nil
+	err = s.change(ctx, norm, func(p redis.Pipeliner, others []string) {
+		del = p.HDel(ctx, RedisRoutesKey, append([]string{norm}, others...)...)
+		p.Publish(ctx, RedisRoutesChannel, "rm "+norm)
 	})
 	if err != nil {
 		return false, err
 	}
 	return del.Val() > 0, nil
+}
+
+// change runs do in a transaction with the fields of the routes hash other
+// than host that name host once normalized, read under WATCH: a write by
+// another client in between makes it start again (a few times).
+func (s *RouteStore) change(ctx context.Context, host string, do func(p redis.Pipeliner, others []string)) error {
+	var err error
+	for range 5 {
+		err = s.c.Watch(ctx, func(tx *redis.Tx) error {
+			fields, err := tx.HKeys(ctx, RedisRoutesKey).Result()
+			if err != nil {
+				return err
+			}
+			var others []string
+			for _, f := range fields {
+				if f != host && normalizeRouteHost(f) == host {
+					others = append(others, f)
+				}
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				do(p, others)
+				return nil
+			})
+			return err
+		}, RedisRoutesKey)
+		if !errors.Is(err, redis.TxFailedErr) {
+			return err
+		}
+	}
+	return err
 }
 
 // List returns the routes hash as it is: host → value, valid or not.

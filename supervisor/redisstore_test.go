@@ -45,3 +45,39 @@ func TestRouteStore(t *testing.T) {
 		t.Errorf("left: %q", got)
 	}
 }
+
+// Set and Remove act on every field of the host however spelled: a field
+// written by another tool ("Shop.test", "shop.test.") is replaced or
+// removed with it. (Set wrote the canonical field beside it, and the
+// daemons kept applying the other one, which sorts first; Remove left it
+// and said nothing was removed.)
+func TestRouteStoreOtherSpellings(t *testing.T) {
+	srv := testredis.Start(t)
+	s, err := OpenRouteStore(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	c := srv.Client()
+	c.HSet(ctx, RedisRoutesKey, "Shop.test", "a", "shop.test.", "b", "other.test", "c")
+	spec, err := ParseRoute("shop.test", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.List(ctx)
+	if len(got) != 2 || got["shop.test"] != "web" || got["other.test"] != "c" {
+		t.Errorf("after Set(shop.test): %q, want shop.test = web and other.test alone", got)
+	}
+	c.HSet(ctx, RedisRoutesKey, "SHOP.TEST", "a")
+	removed, err := s.Remove(ctx, "Shop.Test")
+	if err != nil || !removed {
+		t.Fatalf("Remove(Shop.Test) = %v, %v; want removed", removed, err)
+	}
+	if got, _ := s.List(ctx); len(got) != 1 || got["other.test"] != "c" {
+		t.Errorf("after Remove(Shop.Test): %q, want other.test alone", got)
+	}
+}
