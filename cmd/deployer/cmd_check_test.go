@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -142,5 +143,39 @@ func TestShippedConfigsCheck(t *testing.T) {
 		if got.code != exitOK {
 			t.Errorf("deployer check -c %s: exit %d\n%s%s", f, got.code, got.stdout, got.stderr)
 		}
+	}
+}
+
+// check --json prints one object, valid or not: the apps when valid, every
+// problem with its line when not (exit 2), nothing on stderr. It was
+// refused ("flag provided but not defined").
+func TestCheckJSON(t *testing.T) {
+	_, good := writeConfig(t, "web")
+	got := run(t, "check", "--json", "-c", good)
+	wantCode(t, got, exitOK)
+	var res checkResult
+	if err := json.Unmarshal([]byte(got.stdout), &res); err != nil {
+		t.Fatalf("stdout is not JSON: %v", err)
+	}
+	if !res.OK || len(res.Apps) != 1 || res.Apps[0] != "web" || res.Listen != "127.0.0.1:8080" || len(res.Problems) != 0 {
+		t.Errorf("valid config: %+v", res)
+	}
+
+	bad := filepath.Join(stateDir(t), "deploy.toml")
+	writeFile(t, bad, "[deployer]\nlisten = \"127.0.0.1:99999\"\n\n[apps.web]\nversion = \"v1\"\n")
+	got = run(t, "check", "--json", "-c", bad)
+	wantCode(t, got, exitUsage)
+	res = checkResult{}
+	if err := json.Unmarshal([]byte(got.stdout), &res); err != nil {
+		t.Fatalf("stdout is not JSON: %v", err)
+	}
+	if res.OK || len(res.Problems) != 2 || got.stderr != "" {
+		t.Fatalf("invalid config: %+v, stderr %q; want two problems and nothing on stderr", res, got.stderr)
+	}
+	if p := res.Problems[0]; p.Line != 2 || p.File != bad || !strings.Contains(p.Message, "deployer.listen") {
+		t.Errorf("first problem: %+v, want deployer.listen at line 2", p)
+	}
+	if p := res.Problems[1]; p.Line != 4 || !strings.Contains(p.Message, "command") {
+		t.Errorf("second problem: %+v, want the missing command at line 4", p)
 	}
 }

@@ -37,7 +37,7 @@ func TestUsageLine(t *testing.T) {
 		{swapCommand(), "deployer swap [APP] VERSION [--wait-drain] [--timeout DURATION] [--json]"},
 		{logsCommand(), "deployer logs [APP] [-f] [-n N]"},
 		{statusCommand(), "deployer status [APP] [--json]"},
-		{checkCommand(), "deployer check"},
+		{checkCommand(), "deployer check [--json]"},
 	}
 	for _, tt := range tests {
 		if got := tt.cmd.usage(); got != tt.want {

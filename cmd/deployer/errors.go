@@ -63,6 +63,11 @@ var errTimeoutReported = errors.New("timeout reported")
 // arrived (cmd_swap.go): neither success nor failure can be claimed.
 var errUnknownReported = errors.New("unknown outcome reported")
 
+// errConfigReported is errReported for an invalid deploy.toml whose
+// problems were printed (check --json): exit status 2, as for any invalid
+// file.
+var errConfigReported = errors.New("invalid config reported")
+
 // exit reports err on stderr, unless it has been reported, and returns the
 // exit status for it. It is the one place errors become exit statuses.
 func (inv *invocation) exit(err error) int {
@@ -82,6 +87,8 @@ func (inv *invocation) exit(err error) int {
 		return exitTimeout
 	case errors.Is(err, errUnknownReported):
 		return exitUnknown
+	case errors.Is(err, errConfigReported):
+		return exitUsage
 	case errors.Is(err, errConnectionLost), errors.Is(err, errNoAnswer):
 		fmt.Fprintf(inv.stderr, "%s: %v\n", inv.prefix(), err)
 		return exitUnknown
