@@ -56,6 +56,19 @@ func runUpgrade(ctx context.Context, inv *invocation) error {
 		return err
 	}
 	res, raw, err := inv.client(cfg).upgrade(ctx)
+	if inv.asJSON && (errors.Is(err, errConnectionLost) || errors.Is(err, errNoAnswer)) {
+		// One JSON object on stdout whatever happens, as swap's
+		// unknownResult: nothing is claimed about which daemon serves.
+		out, jerr := json.MarshalIndent(struct {
+			OK      bool   `json:"ok"`
+			Outcome string `json:"outcome"`
+			Error   string `json:"error"`
+		}{Outcome: supervisor.OutcomeUnknown, Error: err.Error()}, "", "  ")
+		if jerr != nil {
+			return jerr
+		}
+		fmt.Fprintf(inv.stdout, "%s\n", out)
+	}
 	if err != nil {
 		return err
 	}

@@ -89,6 +89,19 @@ func TestUpgrade(t *testing.T) {
 		wantCode:   exitUnknown,
 		wantStderr: "deployer upgrade: connection to daemon lost during the upgrade; 'deployer status' shows which daemon serves\n",
 	}, {
+		// One JSON object on stdout whatever happens: it printed none.
+		name: "json, connection lost before the answer",
+		args: []string{"--json"},
+		handler: func(w http.ResponseWriter, r *http.Request) {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		},
+		wantCode:   exitUnknown,
+		wantStdout: "{\n  \"ok\": false,\n  \"outcome\": \"unknown\",\n  \"error\": \"connection to daemon lost during the upgrade; 'deployer status' shows which daemon serves\"\n}\n",
+		wantStderr: "deployer upgrade: connection to daemon lost during the upgrade; 'deployer status' shows which daemon serves\n",
+	}, {
 		name: "not JSON",
 		handler: func(w http.ResponseWriter, r *http.Request) {
 			w.Write([]byte("<html>"))
