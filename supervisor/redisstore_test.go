@@ -10,12 +10,7 @@ import (
 // The store writes canonical values, and removes a host however it is
 // spelled in the hash.
 func TestRouteStore(t *testing.T) {
-	srv := testredis.Start(t)
-	s, err := OpenRouteStore(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	srv, s := openTestStore(t)
 	ctx := context.Background()
 	spec, err := ParseRoute("A.Test", " 10.0.0.1:80 ,unix:/srv//a.sock")
 	if err != nil {
@@ -52,12 +47,7 @@ func TestRouteStore(t *testing.T) {
 // daemons kept applying the other one, which sorts first; Remove left it
 // and said nothing was removed.)
 func TestRouteStoreOtherSpellings(t *testing.T) {
-	srv := testredis.Start(t)
-	s, err := OpenRouteStore(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	srv, s := openTestStore(t)
 	ctx := context.Background()
 	c := srv.Client()
 	c.HSet(ctx, RedisRoutesKey, "Shop.test", "a", "shop.test.", "b", "other.test", "c")
@@ -80,4 +70,16 @@ func TestRouteStoreOtherSpellings(t *testing.T) {
 	if got, _ := s.List(ctx); len(got) != 1 || got["other.test"] != "c" {
 		t.Errorf("after Remove(Shop.Test): %q, want other.test alone", got)
 	}
+}
+
+// openTestStore starts a Redis for the test and opens a store on it.
+func openTestStore(t *testing.T) (*testredis.Server, *RouteStore) {
+	t.Helper()
+	srv := testredis.Start(t)
+	s, err := OpenRouteStore(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return srv, s
 }

@@ -38,20 +38,29 @@ func TestReloadFollowsSymlinks(t *testing.T) {
 		eventually(t, "queue_timeout "+queue+" to be applied", func() bool { return d.config().Deployer.QueueTimeout == want })
 	}
 
+	// start runs a daemon on the config at path, whose queue_timeout is
+	// queue, and returns it once past its start's own look at the file
+	// (reloadIfChanged), so that only the watch can apply what follows.
+	start := func(t *testing.T, path, queue string) *runningDaemon {
+		t.Helper()
+		cfg, err := LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := runDaemon(t, cfg, DaemonOptions{})
+		d.waitReady(t)
+		applied(t, d, queue)
+		time.Sleep(300 * time.Millisecond)
+		return d
+	}
+
 	t.Run("target in another directory", func(t *testing.T) {
 		dir, elsewhere := t.TempDir(), t.TempDir()
 		target := filepath.Join(elsewhere, "real.toml")
 		write(t, target, conf("11s"))
 		link := filepath.Join(dir, "deploy.toml")
 		symlink(t, target, link)
-		cfg, err := LoadConfig(link)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := runDaemon(t, cfg, DaemonOptions{})
-		d.waitReady(t)
-		applied(t, d, "11s")
-		time.Sleep(300 * time.Millisecond) // past the start's own look at the file (reloadIfChanged)
+		d := start(t, link, "11s")
 		write(t, target, conf("12s"))
 		applied(t, d, "12s")
 	})
@@ -62,14 +71,7 @@ func TestReloadFollowsSymlinks(t *testing.T) {
 		write(t, filepath.Join(dir, "..v1", "deploy.toml"), conf("21s"))
 		symlink(t, "..v1", filepath.Join(dir, "..data"))
 		symlink(t, "..data/deploy.toml", filepath.Join(dir, "deploy.toml"))
-		cfg, err := LoadConfig(filepath.Join(dir, "deploy.toml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := runDaemon(t, cfg, DaemonOptions{})
-		d.waitReady(t)
-		applied(t, d, "21s")
-		time.Sleep(300 * time.Millisecond) // past the start's own look at the file (reloadIfChanged)
+		d := start(t, filepath.Join(dir, "deploy.toml"), "21s")
 		// What the kubelet does: the new files in a new directory, a
 		// temporary link to it renamed over ..data, the old directory gone.
 		os.Mkdir(filepath.Join(dir, "..v2"), 0o755)
