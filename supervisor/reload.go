@@ -39,24 +39,7 @@ func (d *Daemon) watchConfig(ctx context.Context) error {
 		w.Close()
 		return err
 	}
-	syncWatches := func() {
-		want := []string{filepath.Dir(path)}
-		if real, err := filepath.EvalSymlinks(path); err == nil {
-			want = append(want, filepath.Dir(real))
-		}
-		for _, dir := range w.WatchList() {
-			if !slices.Contains(want, dir) {
-				w.Remove(dir)
-			}
-		}
-		for _, dir := range want {
-			// Add is a no-op for a directory already watched.
-			if err := w.Add(dir); err != nil {
-				d.log.Debug("watching a directory of deploy.toml", "dir", dir, "error", err)
-			}
-		}
-	}
-	syncWatches()
+	watchFileDirs(w, d.log, path)
 	last := d.config().src
 	go func() {
 		defer w.Close()
@@ -83,7 +66,7 @@ func (d *Daemon) watchConfig(ctx context.Context) error {
 				}
 			case <-debounce:
 				debounce = nil
-				syncWatches()
+				watchFileDirs(w, d.log, path)
 				src, err := os.ReadFile(path)
 				if err != nil || bytes.Equal(src, last) {
 					continue // gone for a moment (a rename), or the same bytes

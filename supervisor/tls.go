@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"syscall"
@@ -40,20 +39,6 @@ const (
 	// maxPEMFile bounds what is read of a certificate or key file.
 	maxPEMFile = 1 << 20
 )
-
-// startTLS opens the HTTPS listener of [deployer] tls_listen, if set: the
-// key pair is loaded first, so a daemon with a pair it cannot use refuses
-// to start (and a new daemon of an upgrade fails, leaving the old one
-// serving) before it accepts anything on it. The listener comes from
-// opts.Listen, so an upgrade hands it to the next daemon like the plain
-// one. The certificate files are watched until the daemon stops (d.ctx).
-func (d *Daemon) startTLS() (*publicServer, error) {
-	store, err := d.loadTLS()
-	if err != nil || store == nil {
-		return nil, err
-	}
-	return d.serveTLS(store)
-}
 
 // loadTLS loads the HTTPS key pair (nil, nil without tls_listen). Run calls
 // it before it listens on anything, so that a pair that does not load stops
@@ -292,30 +277,8 @@ func (s *certStore) check() bool {
 }
 
 // syncWatches watches the directories of both files and of what their
-// symlinks point to now (certbot's live/ links lead to archive/), and
-// drops watches on directories no longer involved. A directory that cannot
-// be watched now (it is being replaced) is tried again at the next look.
-func (s *certStore) syncWatches() {
-	want := make([]string, 0, 4)
-	for _, p := range []string{s.certFile, s.keyFile} {
-		want = append(want, filepath.Dir(p))
-		if r, err := filepath.EvalSymlinks(p); err == nil {
-			want = append(want, filepath.Dir(r))
-		}
-	}
-	for _, dir := range s.w.WatchList() {
-		if !slices.Contains(want, dir) {
-			s.w.Remove(dir)
-		}
-	}
-	for _, dir := range want {
-		// Add is a no-op for a directory already watched, and watches anew
-		// one that was replaced.
-		if err := s.w.Add(dir); err != nil {
-			s.log.Debug("watching a TLS certificate directory", "dir", dir, "error", err)
-		}
-	}
-}
+// symlinks lead to now (watchFileDirs).
+func (s *certStore) syncWatches() { watchFileDirs(s.w, s.log, s.certFile, s.keyFile) }
 
 // warnValidity logs a certificate outside its validity period: it is
 // served all the same (the operator may be mid-rotation), but clients will

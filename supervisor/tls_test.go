@@ -618,3 +618,13 @@ func TestCertReloadEndsResumption(t *testing.T) {
 		})
 	}
 }
+
+// startTLS loads the key pair and serves HTTPS on tls_listen, as Run does
+// in two steps (loadTLS before anything listens, serveTLS).
+func (d *Daemon) startTLS() (*publicServer, error) {
+	store, err := d.loadTLS()
+	if err != nil || store == nil {
+		return nil, err
+	}
+	return d.serveTLS(store)
+}
