@@ -480,8 +480,8 @@ func validHostPort(addr string) bool {
 	if err != nil || port == "" {
 		return false
 	}
-	if n, err := strconv.ParseUint(port, 10, 16); err == nil {
-		return n <= 65535
+	if _, err := strconv.ParseUint(port, 10, 16); err == nil {
+		return true
 	} else if port[0] >= '0' && port[0] <= '9' {
 		return false // a number out of range
 	}

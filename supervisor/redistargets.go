@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/deployer/deployer/proxy"
-	"github.com/deployer/deployer/sockets"
 )
 
 // Connect checks of address targets: fall failures in a row take a target
@@ -166,7 +165,7 @@ func inDir(dir, path string) bool {
 		}
 	}
 	// A hard link elsewhere to the control socket.
-	ctl, err1 := os.Stat(sockets.Layout{StateDir: dir}.ControlSocket())
+	ctl, err1 := os.Stat(controlSocket(dir))
 	fi, err2 := os.Stat(path)
 	return err1 == nil && err2 == nil && os.SameFile(fi, ctl)
 }
@@ -206,7 +205,7 @@ func normalHost(host string) string {
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return ip.Unmap().WithZone("").String()
 	}
-	return strings.TrimSuffix(strings.ToLower(host), ".")
+	return normalizeRouteHost(host)
 }
 
 func sameSpec(a, b RouteSpec) bool {
