@@ -9,6 +9,14 @@ import (
 	"github.com/deployer/deployer/supervisor"
 )
 
+// hangUp closes the connection without an answer, as a daemon that went
+// away mid-upgrade does.
+func hangUp(w http.ResponseWriter, r *http.Request) {
+	if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+		conn.Close()
+	}
+}
+
 func TestUpgrade(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -79,25 +87,15 @@ func TestUpgrade(t *testing.T) {
 		wantCode:   exitFailed,
 		wantStdout: "{\n  \"ok\": false,\n  \"old_pid\": 123,\n  \"error\": \"boom\"\n}\n",
 	}, {
-		name: "connection lost before the answer",
-		handler: func(w http.ResponseWriter, r *http.Request) {
-			conn, _, err := http.NewResponseController(w).Hijack()
-			if err == nil {
-				conn.Close()
-			}
-		},
+		name:       "connection lost before the answer",
+		handler:    hangUp,
 		wantCode:   exitUnknown,
 		wantStderr: "deployer upgrade: connection to daemon lost during the upgrade; 'deployer status' shows which daemon serves\n",
 	}, {
 		// One JSON object on stdout whatever happens: it printed none.
-		name: "json, connection lost before the answer",
-		args: []string{"--json"},
-		handler: func(w http.ResponseWriter, r *http.Request) {
-			conn, _, err := http.NewResponseController(w).Hijack()
-			if err == nil {
-				conn.Close()
-			}
-		},
+		name:       "json, connection lost before the answer",
+		args:       []string{"--json"},
+		handler:    hangUp,
 		wantCode:   exitUnknown,
 		wantStdout: "{\n  \"ok\": false,\n  \"outcome\": \"unknown\",\n  \"error\": \"connection to daemon lost during the upgrade; 'deployer status' shows which daemon serves\"\n}\n",
 		wantStderr: "deployer upgrade: connection to daemon lost during the upgrade; 'deployer status' shows which daemon serves\n",

@@ -78,19 +78,7 @@ ready_timeout = "3s"
 
 // A second swap while one is running is refused with a clear message.
 func TestConcurrentSwapRefused(t *testing.T) {
-	e := newEnv(t)
-	e.release("v1")
-	e.release("slow", "-boot-delay", "2s")
-	e.writeConfig(`[deployer]
-listen = "%ADDR%"
-state_dir = "run"
-[apps.web]
-command = ["./run"]
-dir = "releases/{version}"
-version = "v1"
-settle = "0s"
-`)
-	e.start()
+	e := slowReleaseEnv(t, "2s")
 	first := make(chan int, 1)
 	go func() {
 		_, _, code := e.cli("swap", "web", "slow")

@@ -61,7 +61,7 @@ func (e *env) leftoverSockets(app, version string) []string {
 // the new version's processes and socket gone, the old version serving on
 // with the same pid, and no request failed meanwhile.
 func TestTimeoutAbortsSwap(t *testing.T) {
-	e := slowReleaseEnv(t)
+	e := slowReleaseEnv(t, "20s")
 	pid := e.appStatus("web").Instances[0].PID
 	l := startLoad(t, e.url("/"), 4)
 
@@ -166,7 +166,7 @@ func TestTimeoutAfterTrafficMoved(t *testing.T) {
 // by the timeout, v1 serves on with the same pid, and the app is free for
 // the next swap.
 func TestTimeoutHoldsWithoutTheCLI(t *testing.T) {
-	e := slowReleaseEnv(t)
+	e := slowReleaseEnv(t, "20s")
 	pid := e.appStatus("web").Instances[0].PID
 	cli := exec.Command(deployerBin, "-c", e.config, "swap", "web", "slow", "--timeout", "2s")
 	if err := cli.Start(); err != nil {
@@ -191,13 +191,13 @@ func TestTimeoutHoldsWithoutTheCLI(t *testing.T) {
 }
 
 // slowReleaseEnv is a running daemon serving web v1, with a release "slow"
-// that takes 20s to listen (ready_timeout 30s): a swap to it is still
-// starting when a --timeout of a few seconds passes.
-func slowReleaseEnv(t *testing.T) *env {
+// that takes bootDelay to listen (ready_timeout 30s): with 20s, a swap to it
+// is still starting when a --timeout of a few seconds passes.
+func slowReleaseEnv(t *testing.T, bootDelay string) *env {
 	t.Helper()
 	e := newEnv(t)
 	e.release("v1")
-	e.release("slow", "-boot-delay", "20s")
+	e.release("slow", "-boot-delay", bootDelay)
 	e.writeConfig(`[deployer]
 listen = "%ADDR%"
 state_dir = "run"
