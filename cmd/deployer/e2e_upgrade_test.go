@@ -768,7 +768,35 @@ func TestDaemonUpgradeBrokenBinary(t *testing.T) {
 		os.Remove(pids)
 	}
 
+	// A good binary whose new daemon fails once it has listened and adopted
+	// the apps, at Ready: deploy.toml now puts pid_file in a directory that
+	// does not exist. It accepted no connection before failing (the load
+	// counts every outcome), and left the control socket to the old
+	// daemon, which status still finds.
 	u.install(good)
+	src, err := os.ReadFile(u.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noDir := strings.Replace(string(src), `pid_file = "run/deployer.pid"`, `pid_file = "no-such-dir/deployer.pid"`, 1)
+	if noDir == string(src) {
+		t.Fatal("the config has no pid_file line to change")
+	}
+	if err := os.WriteFile(u.config, []byte(noDir), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := u.cli("upgrade")
+	t.Logf("upgrade to a daemon that cannot write its pid_file: exit %d\n%s%s", code, out, errOut)
+	if code != 1 || !strings.HasPrefix(out, "upgrade failed: ") {
+		t.Fatalf("upgrade to a daemon that cannot write its pid_file: exit %d, want 1 and upgrade failed", code)
+	}
+	if got := u.daemonPID(); got != daemonPID {
+		t.Fatalf("daemon pid %d after the failed upgrade, want %d serving on", got, daemonPID)
+	}
+	if err := os.WriteFile(u.config, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	oldPID, newPID := u.upgrade()
 	if oldPID != daemonPID {
 		t.Fatalf("upgrade replaced pid %d, want %d", oldPID, daemonPID)
@@ -778,7 +806,7 @@ func TestDaemonUpgradeBrokenBinary(t *testing.T) {
 		t.Fatalf("app pids %v after the upgrade, want %v", got, apps)
 	}
 	got := l.finish()
-	t.Logf("2 failed upgrades and 1 good one (pid %d → %d) under load: %s", oldPID, newPID, got)
+	t.Logf("3 failed upgrades and 1 good one (pid %d → %d) under load: %s", oldPID, newPID, got)
 	if got.failures() != 0 {
 		t.Fatalf("failed requests: %s", got)
 	}
