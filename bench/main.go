@@ -25,6 +25,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // options are the command-line flags.
@@ -715,7 +716,8 @@ func (r *result) print(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 
-	fmt.Fprintf(w, "%-15s %11s %9s %9s %9s %8s %9s %9s %10s\n", "target", "requests/s", "p50", "p99", "p99.9", "errors", "CPU/req", "vs nginx", "vs HAProxy")
+	nw := nameWidth(15, slices.Collect(maps.Keys(r.Targets)))
+	fmt.Fprintf(w, "%-*s %11s %9s %9s %9s %8s %9s %9s %10s\n", nw, "target", "requests/s", "p50", "p99", "p99.9", "errors", "CPU/req", "vs nginx", "vs HAProxy")
 	for _, name := range tableOrder(slices.Collect(maps.Keys(r.Targets))) {
 		t := r.Targets[name]
 		cpu := "-"
@@ -723,7 +725,7 @@ func (r *result) print(w io.Writer) {
 			cpu = fmt.Sprintf("%.1fµs", c)
 		}
 		q := r.Ratios[name]
-		fmt.Fprintf(w, "%-15s %11.0f %9s %9s %9s %8d %9s %9s %10s\n", name, t.RPS, ms(t.P50us), ms(t.P99us), ms(t.P999us), t.Errors, cpu, ratio(q.Nginx), ratio(q.HAProxy))
+		fmt.Fprintf(w, "%-*s %11.0f %9s %9s %9s %8d %9s %9s %10s\n", nw, name, t.RPS, ms(t.P50us), ms(t.P99us), ms(t.P999us), t.Errors, cpu, ratio(q.Nginx), ratio(q.HAProxy))
 	}
 	if r.Load.Rounds > 1 {
 		fmt.Fprintln(w, "vs nginx, vs HAProxy: the median over the rounds of the ratio between the two measured in the same round.")
@@ -855,9 +857,10 @@ func (r *result) printRounds(w io.Writer) {
 	} else {
 		fmt.Fprintln(w, "\nevery round: requests/s · p99")
 	}
+	nw := nameWidth(15, slices.Collect(maps.Keys(r.Rounds)))
 	for _, name := range tableOrder(slices.Collect(maps.Keys(r.Rounds))) {
 		round := r.Rounds[name]
-		fmt.Fprintf(w, "%-15s", name)
+		fmt.Fprintf(w, "%-*s", nw, name)
 		for _, m := range round {
 			fmt.Fprintf(w, "  %7.0f · %s", m.Load.RPS, ms(m.Load.P99us))
 			if steal {
@@ -940,4 +943,13 @@ func loadavg() string {
 func kernel() string {
 	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	return strings.TrimSpace(string(b))
+}
+
+// nameWidth is the width of a table's first column: at least min, and
+// wide enough for the longest of names.
+func nameWidth(min int, names []string) int {
+	for _, n := range names {
+		min = max(min, utf8.RuneCountInString(n))
+	}
+	return min
 }

@@ -161,7 +161,8 @@ func (p *pooled) print(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	pct := fmt.Sprintf("%.0f %%", confidence*100)
-	fmt.Fprintf(w, "%-16s %6s  %-28s %6s  %-32s %6s  %s\n", "target", "rounds", "vs nginx: median ["+pct+"]", "≥ 1.0", "p99 − nginx's: median ["+pct+"]", "≤ 0", "runs meeting both")
+	nw := nameWidth(16, p.names())
+	fmt.Fprintf(w, "%-*s %6s  %-28s %6s  %-32s %6s  %s\n", nw, "target", "rounds", "vs nginx: median ["+pct+"]", "≥ 1.0", "p99 − nginx's: median ["+pct+"]", "≤ 0", "runs meeting both")
 	for _, name := range p.names() {
 		t := p.targets[name]
 		rlo, rhi, plo, phi, ok := t.intervals()
@@ -170,7 +171,7 @@ func (p *pooled) print(w io.Writer) {
 			ri = fmt.Sprintf(" [%.3f, %.3f]", rlo, rhi)
 			pi = fmt.Sprintf(" [%+.2f, %+.2f]", plo, phi)
 		}
-		fmt.Fprintf(w, "%-16s %6d  %-28s %6d  %-32s %6d  %d of %d\n", name, len(t.ratios),
+		fmt.Fprintf(w, "%-*s %6d  %-28s %6d  %-32s %6d  %d of %d\n", nw, name, len(t.ratios),
 			fmt.Sprintf("%.3f ×%s", median(t.ratios), ri), count(t.ratios, rpsGoal),
 			fmt.Sprintf("%+.2f ms%s", median(t.p99), pi), count(t.p99, p99Goal),
 			t.both, t.runs)
