@@ -266,6 +266,11 @@ func loadConfig(path string, readFiles bool) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: read config: %w", err)
 	}
+	return loadConfigSource(path, src, readFiles)
+}
+
+// loadConfigSource is LoadConfig of src, the contents read from path.
+func loadConfigSource(path string, src []byte, readFiles bool) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: config path %s: %w", path, err)

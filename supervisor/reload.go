@@ -44,6 +44,11 @@ func (d *Daemon) watchConfig(ctx context.Context) error {
 	go func() {
 		defer w.Close()
 		var debounce <-chan time.Time
+		// pending is an edit that takes something away, seen first at
+		// pendingAt: it waits until it has stayed the same for
+		// removeSettle.
+		var pending []byte
+		var pendingAt time.Time
 		for {
 			select {
 			case <-ctx.Done():
@@ -69,9 +74,21 @@ func (d *Daemon) watchConfig(ctx context.Context) error {
 				watchFileDirs(w, d.log, path)
 				src, err := os.ReadFile(path)
 				if err != nil || bytes.Equal(src, last) {
+					pending = nil
 					continue // gone for a moment (a rename), or the same bytes
 				}
-				if errors.Is(d.Reload(), errReloadDeferred) {
+				if lost := d.takenAway(src); len(lost) > 0 {
+					if !bytes.Equal(src, pending) {
+						pending, pendingAt = src, time.Now()
+						d.log.Info("deploy.toml changed and takes away what serves: applied once the file has stayed the same for "+removeSettle.String(), "removed", strings.Join(lost, ", "))
+					}
+					if wait := removeSettle - time.Since(pendingAt); wait > 0 {
+						debounce = time.After(wait)
+						continue
+					}
+				}
+				pending = nil
+				if errors.Is(d.reload(src), errReloadDeferred) {
 					// An upgrade, or a start's own look at the file, holds
 					// the lock: look again in a moment.
 					debounce = time.After(reloadRetry)
@@ -82,6 +99,40 @@ func (d *Daemon) watchConfig(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// removeSettle is how long an edit of deploy.toml that takes an app or a
+// route away must leave the file unchanged before it is applied. A write
+// that stalls halfway (a slow copy, a tool writing in pieces) leaves a
+// file that may parse with the apps after the cut missing: applied, it
+// would drain them until the rest arrived. Additions and changed settings
+// apply after reloadDebounce, as before.
+const removeSettle = time.Second
+
+// takenAway lists what src, the new contents of deploy.toml, takes away
+// from the config in force: its apps, and the routes of the apps it keeps.
+// An invalid src takes nothing away (a reload refuses it).
+func (d *Daemon) takenAway(src []byte) []string {
+	old := d.config()
+	cfg, err := loadConfigSource(old.Path, src, false)
+	if err != nil {
+		return nil
+	}
+	var lost []string
+	for _, name := range old.AppNames() {
+		if cfg.Apps[name] == nil {
+			lost = append(lost, "app "+name)
+		}
+	}
+	was, _ := routesOf(old)
+	now, _ := routesOf(cfg)
+	for _, r := range was {
+		kept := slices.ContainsFunc(now, func(n proxy.Route) bool { return n.Host == r.Host && n.Path == r.Path })
+		if cfg.Apps[r.App] != nil && !kept {
+			lost = append(lost, fmt.Sprintf("route %s%s to %s", r.Host, r.Path, r.App))
+		}
+	}
+	return lost
 }
 
 // reloadRetry is how soon the watch looks again at an edit whose reload
@@ -96,7 +147,11 @@ var errReloadDeferred = errors.New("supervisor: reload deferred: an upgrade is u
 // An invalid file changes nothing: the error is logged and shown by status
 // until a valid file replaces it. While an upgrade (or a start's own look at
 // the file) holds the lock, it does nothing and returns errReloadDeferred.
-func (d *Daemon) Reload() error {
+func (d *Daemon) Reload() error { return d.reload(nil) }
+
+// reload is Reload of src, deploy.toml's contents as the watch read them
+// (nil: read the file).
+func (d *Daemon) reload(src []byte) error {
 	// Not during an upgrade: an app this one started now would be no one's
 	// after it. The new daemon reads deploy.toml again once it runs, this
 	// one if the upgrade fails (reloadIfChanged, both).
@@ -105,7 +160,7 @@ func (d *Daemon) Reload() error {
 		return errReloadDeferred
 	}
 	defer d.upgradeMu.Unlock()
-	return d.reloadLocked()
+	return d.reloadLocked(src)
 }
 
 // reloadIfChanged reloads deploy.toml if it changed since the config in
@@ -122,7 +177,7 @@ func (d *Daemon) reloadIfChanged() {
 	defer d.upgradeMu.Unlock()
 	if d.configChanged() {
 		d.log.Info("deploy.toml changed since this daemon read it: reloading")
-		d.reloadLocked()
+		d.reloadLocked(nil)
 	}
 }
 
@@ -134,13 +189,19 @@ func (d *Daemon) configChanged() bool {
 	return err == nil && !bytes.Equal(src, cfg.src)
 }
 
-// reloadLocked is Reload with d.upgradeMu held.
-func (d *Daemon) reloadLocked() error {
+// reloadLocked is reload with d.upgradeMu held.
+func (d *Daemon) reloadLocked(src []byte) error {
 	if d.handedOver.Load() {
 		return nil
 	}
 	old := d.config()
-	cfg, err := LoadConfig(old.Path)
+	var cfg *Config
+	var err error
+	if src == nil {
+		cfg, err = LoadConfig(old.Path)
+	} else {
+		cfg, err = loadConfigSource(old.Path, src, false)
+	}
 	if err == nil {
 		err = d.checkReload(old, cfg)
 	}
