@@ -87,8 +87,8 @@ func TestReloadRefusesRoutesChange(t *testing.T) {
 	cfg := loadString(t, app+"\n[routes]\nredis = \"redis://127.0.0.1:6379/0\"\n")
 	cfg.Deployer = old.Deployer
 	d := &Daemon{}
-	if err := d.checkReload(old, cfg); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "[routes] cannot change") {
-		t.Errorf("got %v, want [routes] cannot change", err)
+	if err := d.checkReload(old, cfg); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "routes.redis cannot change") {
+		t.Errorf("got %v, want routes.redis cannot change", err)
 	}
 	same := loadString(t, app)
 	same.Deployer = old.Deployer

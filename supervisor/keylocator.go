@@ -121,3 +121,14 @@ func fieldTag(name string) (reflect.StructTag, bool) {
 	}
 	return reflect.StructTag("toml:" + strconv.Quote(name)), true
 }
+
+// keyLines is a keyLocator over the file c was read from, for a problem
+// found after the load (a reload that changes a key it cannot).
+func (c *Config) keyLines() *keyLocator {
+	l := &keyLocator{src: string(c.src)}
+	var tree map[string]any
+	if md, err := toml.Decode(l.src, &tree); err == nil {
+		l.keys = md.Keys()
+	}
+	return l
+}

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/deployer/deployer/proxy"
@@ -216,25 +218,77 @@ func (d *Daemon) reloadLocked(src []byte) error {
 	return nil
 }
 
-// checkReload refuses what cannot change on a running daemon.
+// checkReload refuses what cannot change on a running daemon: one
+// ConfigError per key changed, with its line in the new file.
 func (d *Daemon) checkReload(old, cfg *Config) error {
-	if cfg.Deployer.StateDir != old.Deployer.StateDir {
-		return fmt.Errorf("%w: %s: state_dir cannot change while the daemon runs (restart it)", ErrConfig, cfg.Path)
+	var problems, derived []error
+	var lines, oldLines *keyLocator
+	for _, f := range frozenKeys {
+		if reflect.DeepEqual(f.get(old), f.get(cfg)) {
+			continue
+		}
+		if lines == nil {
+			lines, oldLines = cfg.keyLines(), old.keyLines()
+		}
+		line := lines.line(f.key)
+		p := &ConfigError{File: cfg.Path, Line: line,
+			Msg: fmt.Sprintf("%s cannot change while the daemon runs (%s)", f.key, f.how)}
+		if line == 0 && oldLines.line(f.key) == 0 {
+			// In neither file: a default that follows another key (resync
+			// once routes.redis is set), reported only if nothing else is.
+			derived = append(derived, p)
+			continue
+		}
+		problems = append(problems, p)
 	}
-	if cfg.Deployer.Listen != old.Deployer.Listen {
-		return fmt.Errorf("%w: %s: listen cannot change while the daemon runs (restart it)", ErrConfig, cfg.Path)
+	if len(problems) == 0 {
+		problems = derived
 	}
-	if !samePublic(cfg.Deployer.Public, old.Deployer.Public) {
-		return fmt.Errorf("%w: %s: [deployer] listener, TLS, metrics, access log and control settings cannot change while the daemon runs (deployer upgrade applies them)", ErrConfig, cfg.Path)
-	}
-	if cfg.Routes != old.Routes {
-		return fmt.Errorf("%w: %s: [routes] cannot change while the daemon runs (deployer upgrade applies it)", ErrConfig, cfg.Path)
+	if len(problems) > 0 {
+		slices.SortStableFunc(problems, func(a, b error) int {
+			return cmp.Compare(sortLine(a.(*ConfigError).Line), sortLine(b.(*ConfigError).Line))
+		})
+		return errors.Join(problems...)
 	}
 	if _, err := routesOf(cfg); err != nil {
 		return err
 	}
 	return nil
 }
+
+// frozenKeys are the keys a running daemon keeps as it started with them:
+// the listeners and files it opened, the control socket's access, the Redis
+// connection. A reload that changes one is refused whole; how says what
+// applies it.
+var frozenKeys = []struct {
+	key toml.Key
+	get func(*Config) any
+	how string
+}{
+	{toml.Key{"deployer", "state_dir"}, func(c *Config) any { return c.Deployer.StateDir }, restartIt},
+	{toml.Key{"deployer", "listen"}, func(c *Config) any { return c.Deployer.Listen }, restartIt},
+	{toml.Key{"deployer", "pid_file"}, func(c *Config) any { return c.Deployer.PIDFile }, upgradeIt},
+	{toml.Key{"deployer", "metrics"}, func(c *Config) any { return c.Deployer.Public.Metrics }, upgradeIt},
+	{toml.Key{"deployer", "access_log"}, func(c *Config) any { return c.Deployer.Public.AccessLog }, upgradeIt},
+	{toml.Key{"deployer", "tls_listen"}, func(c *Config) any { return c.Deployer.Public.TLSListen }, upgradeIt},
+	{toml.Key{"deployer", "tls_cert"}, func(c *Config) any { return c.Deployer.Public.TLSCert }, upgradeIt},
+	{toml.Key{"deployer", "tls_key"}, func(c *Config) any { return c.Deployer.Public.TLSKey }, upgradeIt},
+	{toml.Key{"deployer", "trusted_proxies"}, func(c *Config) any { return c.Deployer.Public.TrustedProxies }, upgradeIt},
+	{toml.Key{"deployer", "read_header_timeout"}, func(c *Config) any { return c.Deployer.Public.ReadHeaderTimeout }, upgradeIt},
+	{toml.Key{"deployer", "idle_timeout"}, func(c *Config) any { return c.Deployer.Public.IdleTimeout }, upgradeIt},
+	{toml.Key{"deployer", "max_header_bytes"}, func(c *Config) any { return c.Deployer.Public.MaxHeaderBytes }, upgradeIt},
+	{toml.Key{"deployer", "control_users"}, func(c *Config) any { return c.Deployer.Public.ControlUIDs }, upgradeIt},
+	{toml.Key{"deployer", "control_groups"}, func(c *Config) any { return c.Deployer.Public.ControlGIDs }, upgradeIt},
+	{toml.Key{"routes", "redis"}, func(c *Config) any { return c.Routes.Redis }, upgradeIt},
+	{toml.Key{"routes", "keyspace_events"}, func(c *Config) any { return c.Routes.KeyspaceEvents }, upgradeIt},
+	{toml.Key{"routes", "resync"}, func(c *Config) any { return c.Routes.Resync }, upgradeIt},
+	{toml.Key{"routes", "health_interval"}, func(c *Config) any { return c.Routes.HealthInterval }, upgradeIt},
+}
+
+const (
+	restartIt = "restart it"
+	upgradeIt = "deployer upgrade applies it"
+)
 
 // apply moves the daemon from config old to cfg: routes, queue and health
 // settings at once; new apps start, removed apps drain and stop; process
@@ -368,11 +422,4 @@ func pendingChanges(launched, now *AppConfig) []string {
 		diff = append(diff, "stop settings")
 	}
 	return diff
-}
-
-// samePublic reports whether a and b agree but for max_body, which a
-// reload applies (it is a per-app setting of the proxy).
-func samePublic(a, b PublicConfig) bool {
-	a.MaxBody, b.MaxBody = 0, 0
-	return reflect.DeepEqual(a, b)
 }

@@ -2,12 +2,16 @@ package supervisor
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/BurntSushi/toml"
 )
 
 func TestPendingChanges(t *testing.T) {
@@ -68,21 +72,30 @@ func TestReloadRejects(t *testing.T) {
 	}
 	tests := []struct{ name, text, want string }{
 		{"unknown key", string(orig) + "colour = \"blue\"\n", filepath.Base(path) + ":"},
-		{"listen", strings.Replace(string(orig), "[deployer]", "[deployer]\nlisten = \"127.0.0.1:1\"", 1), "listen cannot change"},
 	}
-	// The public side of [deployer] stays as the daemon started with it:
-	// each of these edits is refused (deployer upgrade applies them).
-	for _, line := range []string{
-		`trusted_proxies = ["10.0.0.0/8"]`,
-		`read_header_timeout = "3s"`,
-		`idle_timeout = "5s"`,
-		`max_header_bytes = 4096`,
-		`metrics = "127.0.0.1:19180"`,
-		`control_users = ["root"]`,
+	// What the daemon opened or connected to stays as it started with it:
+	// each of these edits is refused, naming the key at its line (the one
+	// after [deployer], or after [routes]).
+	deployerLine := 1 + strings.Count(string(orig[:strings.Index(string(orig), "[deployer]")]), "\n")
+	for _, tc := range []struct{ line, key, how string }{
+		{`listen = "127.0.0.1:1"`, "deployer.listen", "restart it"},
+		{`pid_file = "deployer.pid"`, "deployer.pid_file", "deployer upgrade applies it"},
+		{`trusted_proxies = ["10.0.0.0/8"]`, "deployer.trusted_proxies", "deployer upgrade applies it"},
+		{`read_header_timeout = "3s"`, "deployer.read_header_timeout", "deployer upgrade applies it"},
+		{`idle_timeout = "5s"`, "deployer.idle_timeout", "deployer upgrade applies it"},
+		{`max_header_bytes = 4096`, "deployer.max_header_bytes", "deployer upgrade applies it"},
+		{`metrics = "127.0.0.1:19180"`, "deployer.metrics", "deployer upgrade applies it"},
+		{`control_users = ["root"]`, "deployer.control_users", "deployer upgrade applies it"},
+		{`access_log = "stdout"`, "deployer.access_log", "deployer upgrade applies it"},
 	} {
-		tests = append(tests, struct{ name, text, want string }{line,
-			strings.Replace(string(orig), "[deployer]", "[deployer]\n"+line, 1), "control settings cannot change while the daemon runs"})
+		tests = append(tests, struct{ name, text, want string }{tc.line,
+			strings.Replace(string(orig), "[deployer]", "[deployer]\n"+tc.line, 1),
+			fmt.Sprintf("%s:%d: %s cannot change while the daemon runs (%s)", filepath.Base(path), deployerLine+1, tc.key, tc.how)})
 	}
+	withRoutes := string(orig) + "\n[routes]\nredis = \"redis://127.0.0.1:1/0\"\n"
+	tests = append(tests, struct{ name, text, want string }{"routes", withRoutes,
+		fmt.Sprintf("%s:%d: routes.redis cannot change while the daemon runs (deployer upgrade applies it)",
+			filepath.Base(path), strings.Count(withRoutes, "\n"))}) // its last line
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tt.text), 0o644); err != nil {
@@ -103,5 +116,56 @@ func TestReloadRejects(t *testing.T) {
 				t.Fatalf("status config error %q lacks %q", shown, tt.want)
 			}
 		})
+	}
+}
+
+// Every setting of [deployer] and [routes] is either applied by a reload
+// or refused by one (frozenKeys): a field added to DeployerConfig,
+// PublicConfig or RoutesConfig must be put on one side.
+func TestFrozenKeysCoverConfig(t *testing.T) {
+	live := map[string]bool{ // applied by a reload
+		"QueueTimeout": true, "MaxQueued": true, "DrainTimeout": true, "Procs": true, "MaxBody": true,
+	}
+	check := func(name string, set func(c *Config) reflect.Value) {
+		var a, b Config
+		v := set(&b)
+		switch v.Kind() {
+		case reflect.String:
+			v.SetString("x")
+		case reflect.Bool:
+			v.SetBool(true)
+		case reflect.Int, reflect.Int64:
+			v.SetInt(1)
+		case reflect.Slice:
+			v.Set(reflect.MakeSlice(v.Type(), 1, 1))
+		default:
+			t.Fatalf("%s: a field of kind %s: teach this test to set it", name, v.Kind())
+		}
+		frozen := slices.ContainsFunc(frozenKeys, func(f struct {
+			key toml.Key
+			get func(*Config) any
+			how string
+		}) bool {
+			return !reflect.DeepEqual(f.get(&a), f.get(&b))
+		})
+		if frozen == live[name] {
+			t.Errorf("%s: refused by a reload %v, applied by it %v: it must be one of the two", name, frozen, live[name])
+		}
+	}
+	for _, s := range []struct {
+		typ reflect.Type
+		get func(c *Config) reflect.Value
+	}{
+		{reflect.TypeFor[DeployerConfig](), func(c *Config) reflect.Value { return reflect.ValueOf(&c.Deployer).Elem() }},
+		{reflect.TypeFor[PublicConfig](), func(c *Config) reflect.Value { return reflect.ValueOf(&c.Deployer.Public).Elem() }},
+		{reflect.TypeFor[RoutesConfig](), func(c *Config) reflect.Value { return reflect.ValueOf(&c.Routes).Elem() }},
+	} {
+		for i := range s.typ.NumField() {
+			f := s.typ.Field(i)
+			if f.Name == "Public" {
+				continue // its own fields, below
+			}
+			check(f.Name, func(c *Config) reflect.Value { return s.get(c).Field(i) })
+		}
 	}
 }
