@@ -203,7 +203,7 @@ func (a *App) adoptVersion(sv stateVersion) *version {
 			ep = endpoint{network: "tcp", addr: si.Addr}
 		}
 		spec := launchSpec{App: a.name, Version: sv.Version, Instance: i, Socket: si.Socket, LogPath: si.Log}
-		p, err := adoptProcess(spec, si.PID, si.StartTicks, si.Started, backlogStart(si.Log, si.LogOffset), a.logs)
+		p, err := adoptProcess(spec, si.PID, si.StartTicks, si.Started, backlogStart(si.Log, si.LogOffset), si.LogOffset, a.logs)
 		if err != nil {
 			a.log.Warn("process did not survive", "version", sv.Version, "instance", i, "pid", si.PID, "error", err)
 			p = exitedProcess(spec)

@@ -17,7 +17,9 @@ import (
 //	POST /v1/apps/{app}/stop            -> same stream
 //	POST /v1/apps/{app}/pause           -> Status of that app
 //	POST /v1/apps/{app}/resume          -> Status of that app
-//	GET  /v1/apps/{app}/logs?n=200&follow=1 -> text/plain, one line each, follows while follow=1
+//	GET  /v1/apps/{app}/logs?n=200&follow=1 -> text/plain, one line each, follows while follow=1;
+//	     trailer Deployer-Logs-End: handover when the daemon handed over;
+//	     &after=handover leaves out what the daemon before this one showed
 //	POST /v1/upgrade                    -> UpgradeResult (upgrade.go); ok=false: the old daemon serves on
 //	POST /v1/shutdown                   -> {} then the daemon stops gracefully
 //	GET  /v1/routes                     -> RoutesStatus (redisroutes.go); 404 without [routes] redis

@@ -242,16 +242,31 @@ func (d *Daemon) handleLogs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var keep func(LogLine) bool
+	switch after := r.URL.Query().Get("after"); after {
+	case "":
+	case "handover":
+		// A follower of the daemon this one took over from, back for
+		// what that one did not show.
+		keep = func(l LogLine) bool { return !l.Backlog }
+	default:
+		writeError(w, fmt.Errorf("%w: after must be \"handover\", not %q", errBadRequest, after))
+		return
+	}
 	follow := r.URL.Query().Get("follow") == "1"
 	var sub <-chan LogLine
 	if follow {
 		ch, cancel := a.logs.Subscribe()
 		defer cancel()
 		sub = ch
+		// How following ended: "handover" when this daemon handed over to
+		// a new one (an upgrade), whose logs go on (ask it with
+		// after=handover); none when it stopped.
+		w.Header().Set("Trailer", logsEndTrailer)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	bw := bufio.NewWriter(w)
-	for _, l := range a.logs.Tail(n, nil) {
+	for _, l := range a.logs.Tail(n, keep) {
 		fmt.Fprintln(bw, l.String())
 	}
 	bw.Flush()
@@ -260,6 +275,18 @@ func (d *Daemon) handleLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	rc := http.NewResponseController(w)
 	rc.Flush()
+	// end finishes the response when this daemon stops or hands over.
+	end := func() {
+		if d.handedOver.Load() {
+			// The output readers stopped before the hand-over: every line
+			// they read is in sub by now.
+			for len(sub) > 0 {
+				fmt.Fprintln(bw, (<-sub).String())
+			}
+			w.Header().Set(logsEndTrailer, "handover")
+		}
+		bw.Flush()
+	}
 	for {
 		select {
 		case l := <-sub:
@@ -270,12 +297,19 @@ func (d *Daemon) handleLogs(w http.ResponseWriter, r *http.Request) {
 			}
 		case <-r.Context().Done():
 			return
+		case <-d.handoverC:
+			end()
+			return
 		case <-d.ctx.Done():
-			bw.Flush()
+			end()
 			return
 		}
 	}
 }
+
+// logsEndTrailer is the trailer of a followed logs response that says why
+// it ended.
+const logsEndTrailer = "Deployer-Logs-End"
 
 // executable is the binary an upgrade starts: the path this one was run as.
 func executable() string {

@@ -148,6 +148,7 @@ func TestControlErrors(t *testing.T) {
 		{"version not a string", "POST", "/v1/apps/web/swap", `{"version":2}`, 400, "bad_request"},
 		{"unknown op", "POST", "/v1/apps/web/frobnicate", "", 400, "bad_request"},
 		{"logs with a bad n", "GET", "/v1/apps/web/logs?n=-1", "", 400, "bad_request"},
+		{"logs after what", "GET", "/v1/apps/web/logs?after=yesterday", "", 400, "bad_request"},
 		{"unknown endpoint", "GET", "/v2/status", "", 400, "bad_request"},
 		{"wrong method", "GET", "/v1/apps/web/swap", "", 405, "method_not_allowed"},
 	}
@@ -206,6 +207,13 @@ func TestControlLogs(t *testing.T) {
 	}
 	if want := "03:04:05.000 v1[0] line 2\n03:04:05.000 v1[0] line 3\n"; w.Body.String() != want {
 		t.Errorf("got %q, want %q", w.Body, want)
+	}
+	// after=handover leaves out what the daemon before showed (Backlog).
+	d.apps["web"].logs.Add(LogLine{Time: at, Version: "v1", Text: "line 4", Backlog: true})
+	d.apps["web"].logs.Add(LogLine{Time: at, Version: "v1", Text: "line 5"})
+	w = do(t, d, "GET", "/v1/apps/web/logs?n=9&after=handover", "")
+	if want := "03:04:05.000 v1[0] line 1\n03:04:05.000 v1[0] line 2\n03:04:05.000 v1[0] line 3\n03:04:05.000 v1[0] line 5\n"; w.Body.String() != want {
+		t.Errorf("after=handover: got %q, want %q", w.Body, want)
 	}
 }
 

@@ -17,6 +17,10 @@ type LogLine struct {
 	Instance int
 	Stream   string // "stdout" or "stderr"
 	Text     string
+	// Backlog marks a line this daemon read again from before the point
+	// where the daemon it took over from stopped reading: that one showed
+	// it already (logs ?after=handover leaves it out).
+	Backlog bool
 }
 
 func (l LogLine) String() string {

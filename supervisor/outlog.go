@@ -30,10 +30,12 @@ type outputLog struct {
 	stopped chan struct{}
 }
 
-func followOutput(p *process, offset int64, logs *LogBuffer) *outputLog {
+// followOutput reads p's output file from offset. Lines that end at or
+// before shown (the previous daemon's hand-over point) are marked Backlog.
+func followOutput(p *process, offset, shown int64, logs *LogBuffer) *outputLog {
 	o := &outputLog{stop: make(chan struct{}), stopped: make(chan struct{})}
 	o.offset.Store(offset)
-	go o.run(p, logs)
+	go o.run(p, shown, logs)
 	return o
 }
 
@@ -52,7 +54,7 @@ func (o *outputLog) handOver() {
 	<-o.stopped
 }
 
-func (o *outputLog) run(p *process, logs *LogBuffer) {
+func (o *outputLog) run(p *process, shown int64, logs *LogBuffer) {
 	defer close(o.stopped)
 	path := p.spec.LogPath
 	f, err := os.Open(path)
@@ -63,13 +65,15 @@ func (o *outputLog) run(p *process, logs *LogBuffer) {
 	defer f.Close()
 	offset := o.offset.Load()
 	if fi, err := f.Stat(); err == nil && offset > fi.Size() {
-		offset = 0 // truncated meanwhile
+		offset, shown = 0, 0 // truncated meanwhile
 	}
 	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		offset = 0
+		offset, shown = 0, 0
 	}
-	emit := func(line []byte) {
-		logs.Add(LogLine{Time: time.Now(), Version: p.spec.Version, Instance: p.spec.Instance, Stream: "output", Text: string(line)})
+	// emit adds a line that ends (its newline included) at end.
+	emit := func(line []byte, end int64) {
+		logs.Add(LogLine{Time: time.Now(), Version: p.spec.Version, Instance: p.spec.Instance, Stream: "output", Text: string(line),
+			Backlog: end <= shown})
 	}
 	var (
 		buf     = make([]byte, 32<<10)
@@ -86,12 +90,14 @@ func (o *outputLog) run(p *process, logs *LogBuffer) {
 				if i < 0 {
 					break
 				}
-				emit(partial[:i])
+				line := partial[:i]
 				partial = partial[i+1:]
+				emit(line, offset-int64(len(partial)))
 			}
 			for len(partial) >= maxLine {
-				emit(partial[:maxLine])
+				line := partial[:maxLine]
 				partial = partial[maxLine:]
+				emit(line, offset-int64(len(partial)))
 			}
 			partial = append([]byte(nil), partial...)
 			o.offset.Store(offset - int64(len(partial)))
@@ -103,7 +109,7 @@ func (o *outputLog) run(p *process, logs *LogBuffer) {
 		// At the end of what was written so far.
 		if exiting {
 			if len(partial) > 0 {
-				emit(partial)
+				emit(partial, offset)
 			}
 			f.Close()
 			os.Remove(path)
@@ -113,7 +119,7 @@ func (o *outputLog) run(p *process, logs *LogBuffer) {
 		if offset > maxOutputFile && len(partial) == 0 {
 			if os.Truncate(path, 0) == nil {
 				f.Seek(0, io.SeekStart)
-				offset = 0
+				offset, shown = 0, 0
 				o.offset.Store(0)
 			}
 		}

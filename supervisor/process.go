@@ -107,14 +107,16 @@ func startProcess(spec launchSpec, logs *LogBuffer) (*process, error) {
 		p.exitErr = cmd.Wait()
 		close(p.done)
 	}()
-	p.log.Store(followOutput(p, 0, logs))
+	p.log.Store(followOutput(p, 0, 0, logs))
 	return p, nil
 }
 
 // adoptProcess takes over a process an earlier daemon started, if pid still
 // is that process: its start time must match (a pid can be reused). The
 // pidfd opened first pins the process, so the check cannot race a reuse.
-func adoptProcess(spec launchSpec, pid int, ticks uint64, started time.Time, logOffset int64, logs *LogBuffer) (*process, error) {
+// Its output is read from logOffset; what ends at or before shown, the
+// earlier daemon's last read, is Backlog.
+func adoptProcess(spec launchSpec, pid int, ticks uint64, started time.Time, logOffset, shown int64, logs *LogBuffer) (*process, error) {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: pid %d is gone: %w", pid, err)
@@ -144,7 +146,7 @@ func adoptProcess(spec launchSpec, pid int, ticks uint64, started time.Time, log
 		}
 		close(p.done)
 	}()
-	p.log.Store(followOutput(p, logOffset, logs))
+	p.log.Store(followOutput(p, logOffset, shown, logs))
 	return p, nil
 }
 

@@ -144,7 +144,7 @@ func (a *App) pauseOutput() {
 func (a *App) resumeOutput() {
 	for _, p := range a.processes() {
 		if o := p.log.Load(); o != nil {
-			p.log.Store(followOutput(p, o.Offset(), a.logs))
+			p.log.Store(followOutput(p, o.Offset(), 0, a.logs))
 		}
 	}
 }

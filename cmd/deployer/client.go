@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -221,24 +222,43 @@ func (c *client) operate(ctx context.Context, app, op string, req supervisor.Swa
 
 // logs copies app's recent output, n lines, to w, and with follow goes on
 // copying new output until the daemon ends the stream or ctx is done.
-func (c *client) logs(ctx context.Context, app string, n int, follow bool, w io.Writer) error {
+func (c *client) logs(ctx context.Context, app string, n int, follow bool, w, notes io.Writer) error {
 	q := url.Values{"n": {strconv.Itoa(n)}}
 	if follow {
 		q.Set("follow", "1")
 	}
+	for {
+		end, err := c.logsOnce(ctx, app, q, w)
+		if err != nil || end != "handover" {
+			return err
+		}
+		// The daemon was upgraded: follow the new one, from what the old
+		// one had not shown (its last output read is where the new one
+		// read on). Its ring holds at most DefaultLogLines of them.
+		fmt.Fprintln(notes, "deployer: the daemon was upgraded: following the new one")
+		q.Set("n", strconv.Itoa(math.MaxInt32))
+		q.Set("after", "handover")
+	}
+}
+
+// logsOnce prints one logs response and returns its end trailer.
+func (c *client) logsOnce(ctx context.Context, app string, q url.Values, w io.Writer) (string, error) {
 	resp, err := c.do(ctx, http.MethodGet, appPath(app, "logs"), q, nil)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer resp.Body.Close()
 	if _, err := io.Copy(w, resp.Body); err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return "", ctx.Err()
 		}
-		return fmt.Errorf("control socket: %w", err)
+		return "", fmt.Errorf("control socket: %w", err)
 	}
-	return nil
+	return resp.Trailer.Get(logsEndTrailer), nil
 }
+
+// logsEndTrailer is supervisor's: why a followed logs response ended.
+const logsEndTrailer = "Deployer-Logs-End"
 
 // alive reports whether anything accepts connections on the control socket.
 func (c *client) alive(ctx context.Context) (bool, error) {

@@ -19,7 +19,8 @@ func logsCommand() *command {
 		summary:    "print APP's recent output; follow it with -f",
 		about: `Print APP's recent output, each line tagged with its version and
 instance. With -f, go on printing new output until interrupted (Ctrl-C)
-or the daemon stops.`,
+or the daemon stops; across a deployer upgrade it follows the new daemon
+(a note on stderr says so), from the first line the old one had not shown.`,
 		exits: `0  done, or interrupted while following
 1  no daemon is running
 2  bad usage, unknown app or invalid deploy.toml`,
@@ -43,7 +44,7 @@ or the daemon stops.`,
 					ctx, stop = signal.NotifyContext(ctx, os.Interrupt)
 					defer stop()
 				}
-				err = inv.client(cfg).logs(ctx, app, *n, *follow, inv.stdout)
+				err = inv.client(cfg).logs(ctx, app, *n, *follow, inv.stdout, inv.stderr)
 				if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 					return nil
 				}

@@ -928,7 +928,9 @@ func maxOf(ns []int) int {
 
 // An app writing a line every 20ms across 3 upgrades is never restarted
 // (no SIGPIPE when the daemon that read its output goes), and its log
-// keeps every line, from before the first upgrade to after the last.
+// keeps every line, from before the first upgrade to after the last. A
+// `deployer logs -f` started before the first upgrade follows each new
+// daemon and prints every line once (it used to end, exit 0, at the first).
 func TestDaemonUpgradeKeepsAppOutput(t *testing.T) {
 	u := newUpgradeEnv(t)
 	u.configure("3s", "", "-log-every", "20ms")
@@ -939,6 +941,18 @@ func TestDaemonUpgradeKeepsAppOutput(t *testing.T) {
 	waitFor(t, "tick lines in deployer logs", 10*time.Second, func() bool {
 		before = maxOf(u.ticks())
 		return before >= 10
+	})
+	follow := exec.Command(deployerBin, "-c", u.config, "logs", "web", "-f", "-n", "5")
+	var followOut, followErr lockedBuffer
+	follow.Stdout, follow.Stderr = &followOut, &followErr
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	followDone := make(chan error, 1)
+	go func() { followDone <- follow.Wait() }()
+	t.Cleanup(func() { follow.Process.Kill() })
+	waitFor(t, "deployer logs -f to print ticks", 10*time.Second, func() bool {
+		return len(tickRE.FindAllString(followOut.String(), -1)) >= 10
 	})
 	var last int
 	for i := 0; i < 3; i++ {
@@ -982,6 +996,44 @@ func TestDaemonUpgradeKeepsAppOutput(t *testing.T) {
 	if len(doubled) > 0 {
 		t.Errorf("%d tick lines shown twice across the upgrades: %v", len(doubled), firstN(doubled, 20))
 	}
+
+	// The follower: still running, every line from where it started to
+	// the last one once, and a note for each upgrade.
+	waitFor(t, "deployer logs -f to print the ticks after the last upgrade", 10*time.Second, func() bool {
+		select {
+		case err := <-followDone:
+			t.Fatalf("deployer logs -f ended across the upgrades: %v\nstderr: %s", err, followErr.String())
+		default:
+		}
+		return strings.Contains(followOut.String(), fmt.Sprintf("tick %d v1", last+10))
+	})
+	follow.Process.Signal(os.Interrupt)
+	select {
+	case err := <-followDone:
+		if err != nil {
+			t.Errorf("deployer logs -f, interrupted: %v (want exit 0)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("deployer logs -f did not end on SIGINT")
+	}
+	var followed []int
+	for _, m := range tickRE.FindAllStringSubmatch(followOut.String(), -1) {
+		n, _ := strconv.Atoi(m[1])
+		followed = append(followed, n)
+	}
+	t.Logf("deployer logs -f printed %d tick lines, %d..%d", len(followed), followed[0], followed[len(followed)-1])
+	for i := 1; i < len(followed); i++ {
+		if followed[i] != followed[i-1]+1 {
+			t.Errorf("deployer logs -f: tick %d after tick %d (lines lost or shown twice across an upgrade)", followed[i], followed[i-1])
+		}
+	}
+	if followed[len(followed)-1] < last+10 {
+		t.Errorf("deployer logs -f ends at tick %d, want lines after the last upgrade (%d)", followed[len(followed)-1], last)
+	}
+	if n := strings.Count(followErr.String(), "the daemon was upgraded: following the new one"); n != 3 {
+		t.Errorf("deployer logs -f noted %d upgrades on stderr, want 3:\n%s", n, followErr.String())
+	}
+
 	st := u.appStatus("web")
 	if got := u.appPIDs(); !slices.Equal(got, apps) {
 		t.Fatalf("app pids %v, want %v", got, apps)
@@ -1093,4 +1145,22 @@ func TestUpgradeKeepsTCPDrain(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer a process writes while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
