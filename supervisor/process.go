@@ -215,7 +215,11 @@ func (p *process) stop(sig syscall.Signal, timeout time.Duration) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	// The signal goes to the group even when the leader already died (a
-	// crash): what it left behind deserves the same graceful stop.
+	// crash): what it left behind deserves the same graceful stop. Unless
+	// the group is gone and its number is another process's now.
+	if p.groupReused() {
+		return
+	}
 	syscall.Kill(-p.pid, sig)
 	if !p.exited() {
 		select {
@@ -228,10 +232,12 @@ func (p *process) stop(sig syscall.Signal, timeout time.Duration) {
 	}
 	// The leader is gone; children it left in the group get the rest of the
 	// timeout, then SIGKILL.
-	for groupAlive(p.pid) {
+	for !p.groupReused() && groupAlive(p.pid) {
 		select {
 		case <-deadline.C:
-			syscall.Kill(-p.pid, syscall.SIGKILL)
+			if !p.groupReused() {
+				syscall.Kill(-p.pid, syscall.SIGKILL)
+			}
 			return
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -240,10 +246,24 @@ func (p *process) stop(sig syscall.Signal, timeout time.Duration) {
 
 // kill ends the whole group at once.
 func (p *process) kill() {
-	if p.pid > 0 { // not a stand-in (see stop)
+	if p.pid > 0 && !p.groupReused() { // not a stand-in (see stop), nor a number reused
 		syscall.Kill(-p.pid, syscall.SIGKILL)
 	}
 	<-p.done
+}
+
+// groupReused reports whether the leader has exited and its pid now names
+// another process. The kernel does not give out a pid that still numbers a
+// process group with members, so the group is then empty, and a signal to
+// -pid would reach the group of whatever holds the number now (an instance
+// that crashed hours before its version is stopped, say). A pid that names
+// no process at all may still number the group its leader left behind.
+func (p *process) groupReused() bool {
+	if !p.exited() || p.startTicks == 0 {
+		return false
+	}
+	ticks, err := startTicks(p.pid)
+	return err == nil && ticks != p.startTicks
 }
 
 // groupAlive reports whether a process of group pgid still runs. kill(2)

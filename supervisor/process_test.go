@@ -345,3 +345,41 @@ func TestStopStandIn(t *testing.T) {
 		t.Fatalf("stopping and killing a stand-in: %v, output %q; want it to signal nothing", err, out)
 	}
 }
+
+// A leader that exited long ago (an instance that crashed, kept as its
+// version's process until the version is stopped) has a pid the kernel may
+// give to a new process once the group is empty. Stopping the dead process
+// must not signal the group of whatever holds the number now: stop sent
+// stop_signal to -pid, then SIGKILL when groupAlive saw the new group
+// alive. Needs root to steer the pid allocator (ns_last_pid).
+func TestStopDeadLeaderSparesReusedPID(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: /proc/sys/kernel/ns_last_pid makes the kernel reuse a pid at once")
+	}
+	logs := newLogBuffer(DefaultLogLines)
+	dead := startShell(t, "exit 3", logs)
+	<-dead.done // reaped: the pid is free
+	var other *process
+	for try := 0; try < 50 && other == nil; try++ {
+		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(dead.pid-1)), 0); err != nil {
+			t.Skipf("cannot steer the pid allocator: %v", err)
+		}
+		p := startShell(t, "exec sleep 30", logs)
+		if p.pid == dead.pid {
+			other = p
+		} else {
+			p.kill()
+		}
+	}
+	if other == nil {
+		t.Skip("the kernel gave the pid to another process 50 times in a row")
+	}
+	t.Cleanup(other.kill)
+	dead.stop(syscall.SIGTERM, 300*time.Millisecond)
+	dead.kill()
+	select {
+	case <-other.done:
+		t.Fatalf("stopping the exited pid %d ended the process that holds the number now (%s)", dead.pid, other.exitDescription())
+	case <-time.After(time.Second):
+	}
+}
