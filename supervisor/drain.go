@@ -10,12 +10,15 @@ import (
 )
 
 // drain retires v (the caller added it to a.draining and a.drains): the
-// proxy stops sending it requests and waits for its in-flight ones; then, for outer proxies, drain waits until /proc/net/unix
-// shows no connection left to v's sockets (an nginx keep-alive pool keeps
-// using old connections after the rename — PITFALLS); all bounded by
-// drain_timeout. Then v's processes get stop_signal, SIGKILL after
-// stop_timeout, and only then are its sockets unlinked. keep is how many
-// stable paths the new version uses; extra ones still pointing at v go.
+// stable paths from index keep on that still name v's sockets go first (the
+// serving version has fewer instances, or none after a stop), so outer
+// proxies open no new connection to v; the proxy stops sending it requests
+// and waits for its in-flight ones; then, for outer proxies, drain waits
+// until /proc/net/unix shows no connection left to v's sockets (an nginx
+// keep-alive pool keeps using old connections after the rename —
+// PITFALLS); all bounded by drain_timeout. Then v's processes get
+// stop_signal, SIGKILL after stop_timeout, and only then are its sockets
+// unlinked.
 func (a *App) drain(v *version, keep int) (cut int) {
 	return a.drainWithin(v, keep, v.cfg.DrainTimeout)
 }
@@ -32,6 +35,16 @@ func (a *App) drainWithin(v *version, keep int, timeout time.Duration) (cut int)
 	defer cancel()
 	start := time.Now()
 
+	// A stable path is a second link to a socket, told apart from a newer
+	// one by that socket's file. Left in place, current-1.sock after a swap
+	// from two instances to one (or current.sock during a stop) would go on
+	// taking new connections for v until its deadline, and those would be
+	// cut then.
+	for _, x := range a.extraStable(v, keep) {
+		if fi, err := os.Stat(x.path); err == nil && os.SameFile(fi, x.socket) {
+			sockets.Unlink(x.path)
+		}
+	}
 	cut = a.d.proxy.Retire(ctx, a.name, v.key)
 	var paths []string
 	for _, in := range v.instances {
@@ -55,9 +68,6 @@ func (a *App) drainWithin(v *version, keep int, timeout time.Duration) (cut int)
 		return cut
 	}
 	defer a.d.bgExit()
-	// Before the sockets go: a stable path is a second link to a socket,
-	// and is told apart from a newer one by that socket's file.
-	extra := a.extraStable(v, keep)
 	var wg sync.WaitGroup
 	for _, in := range v.instances {
 		p, ep, _, _ := in.snapshot()
@@ -73,11 +83,6 @@ func (a *App) drainWithin(v *version, keep int, timeout time.Duration) (cut int)
 		}()
 	}
 	wg.Wait()
-	for _, x := range extra {
-		if fi, err := os.Stat(x.path); err == nil && os.SameFile(fi, x.socket) {
-			sockets.Unlink(x.path)
-		}
-	}
 	v.state.Store(StateStopped)
 	a.mu.Lock()
 	delete(a.draining, v)
@@ -126,9 +131,9 @@ type stablePath struct {
 }
 
 // extraStable lists the stable paths from index keep on that name one of
-// v's sockets: the version now serving has fewer instances, and once v's
-// processes stop these lead nowhere. drain unlinks each that still names
-// the same socket then (not one a newer version was renamed over since).
+// v's sockets: the version now serving has fewer instances (none after a
+// stop). drain unlinks each that still names the same socket (not one a
+// newer version was renamed over since).
 func (a *App) extraStable(v *version, keep int) []stablePath {
 	var extra []stablePath
 	for i := keep; i < len(v.instances); i++ {

@@ -258,6 +258,8 @@ func (p *process) kill() {
 // -pid would reach the group of whatever holds the number now (an instance
 // that crashed hours before its version is stopped, say). A pid that names
 // no process at all may still number the group its leader left behind.
+// Start times count clock ticks (10ms): a reuse within the tick the leader
+// started in, which takes the pid counter's whole round, is not seen.
 func (p *process) groupReused() bool {
 	if !p.exited() || p.startTicks == 0 {
 		return false

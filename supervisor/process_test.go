@@ -359,6 +359,10 @@ func TestStopDeadLeaderSparesReusedPID(t *testing.T) {
 	logs := newLogBuffer(DefaultLogLines)
 	dead := startShell(t, "exit 3", logs)
 	<-dead.done // reaped: the pid is free
+	// Start times are in clock ticks (10ms): a process given the number
+	// within the same tick could not be told apart, where a real reuse
+	// takes the pid counter's whole round.
+	time.Sleep(30 * time.Millisecond)
 	var other *process
 	for try := 0; try < 50 && other == nil; try++ {
 		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(dead.pid-1)), 0); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -229,4 +230,115 @@ health = "/healthz"
 		return v1 != nil
 	})
 	return d, a, v1
+}
+
+// An outer proxy (nginx with current.sock and current-1.sock as its
+// upstreams) opens its connections through the stable paths. A stable path
+// the serving version no longer has (a swap from two instances to one;
+// every one after a stop) used to keep naming the drained version's socket
+// until its processes had stopped: new connections kept reaching it after
+// the swap, its drain never saw zero connections, and the request in
+// flight at drain_timeout was cut. Such a path now goes when the drain
+// begins, so a new connect fails with nothing sent (nginx tries the next
+// upstream) and what v1 accepted before finishes.
+func TestDrainUnlinksExtraStableFirst(t *testing.T) {
+	type outcome struct {
+		started time.Time
+		body    string
+		err     error
+	}
+	// hammer sends slow GETs through path, one connection each, until
+	// stop is closed.
+	hammer := func(path string, stop chan struct{}) <-chan []outcome {
+		out := make(chan []outcome, 1)
+		c := &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "unix", path)
+			},
+			DisableKeepAlives: true,
+		}}
+		go func() {
+			var got []outcome
+			for {
+				select {
+				case <-stop:
+					out <- got
+					return
+				default:
+				}
+				o := outcome{started: time.Now()}
+				res, err := c.Get("http://app" + slowPath)
+				if err == nil {
+					var b []byte
+					b, err = io.ReadAll(res.Body)
+					res.Body.Close()
+					o.body = string(b)
+				}
+				o.err = err
+				got = append(got, o)
+				if err != nil {
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+		}()
+		return out
+	}
+	check := func(t *testing.T, got []outcome, since time.Time) {
+		t.Helper()
+		var v1Before, v1After, refused int
+		for _, o := range got {
+			switch {
+			case o.err == nil && strings.Contains(o.body, "from v1"):
+				if o.started.After(since.Add(100 * time.Millisecond)) {
+					v1After++
+				} else {
+					v1Before++
+				}
+			case o.err == nil:
+				t.Errorf("unexpected answer %q", o.body)
+			case errors.Is(o.err, syscall.ENOENT) || errors.Is(o.err, syscall.ECONNREFUSED):
+				refused++ // nothing sent: an outer proxy tries its next upstream
+			default:
+				t.Errorf("a request started %s after the drain began failed after it was sent: %v",
+					o.started.Sub(since).Round(time.Millisecond), o.err)
+			}
+		}
+		t.Logf("answered by v1 before the drain began: %d, after: %d; refused at connect: %d", v1Before, v1After, refused)
+		if v1After > 0 {
+			t.Errorf("%d connections opened after the drain began reached the drained version", v1After)
+		}
+	}
+
+	t.Run("scale down", func(t *testing.T) {
+		_, a, _ := fakeAppDaemon(t, "instances = 2\ndrain_timeout = \"2s\"\nsettle = \"0s\"")
+		cfg := *a.cfg.Load()
+		cfg.Instances = 1
+		a.setConfig(&cfg)
+		stop := make(chan struct{})
+		results := hammer(a.layout().Stable("web", 1), stop)
+		time.Sleep(200 * time.Millisecond)
+		res, err := a.Swap(context.Background(), "swap", "v2", false, func(string, ...any) {})
+		if err != nil || !res.OK {
+			t.Fatalf("swap: %+v %v", res, err)
+		}
+		swapped := time.Now()
+		time.Sleep(2500 * time.Millisecond) // past v1's drain_timeout
+		close(stop)
+		check(t, <-results, swapped)
+	})
+
+	t.Run("stop", func(t *testing.T) {
+		_, a, _ := fakeAppDaemon(t, "drain_timeout = \"2s\"\nsettle = \"0s\"")
+		stop := make(chan struct{})
+		results := hammer(a.layout().Stable("web", 0), stop)
+		time.Sleep(200 * time.Millisecond)
+		began := time.Now()
+		res, err := a.Stop(context.Background(), func(string, ...any) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		close(stop)
+		t.Logf("stop took %dms", res.DurationMS)
+		check(t, <-results, began)
+	})
 }
