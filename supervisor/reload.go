@@ -265,8 +265,9 @@ var frozenKeys = []struct {
 	get func(*Config) any
 	how string
 }{
+	// An upgrade refuses it too (cmd/deployer: handOnStateDir).
 	{toml.Key{"deployer", "state_dir"}, func(c *Config) any { return c.Deployer.StateDir }, restartIt},
-	{toml.Key{"deployer", "listen"}, func(c *Config) any { return c.Deployer.Listen }, restartIt},
+	{toml.Key{"deployer", "listen"}, func(c *Config) any { return c.Deployer.Listen }, upgradeIt},
 	{toml.Key{"deployer", "pid_file"}, func(c *Config) any { return c.Deployer.PIDFile }, upgradeIt},
 	{toml.Key{"deployer", "metrics"}, func(c *Config) any { return c.Deployer.Public.Metrics }, upgradeIt},
 	{toml.Key{"deployer", "access_log"}, func(c *Config) any { return c.Deployer.Public.AccessLog }, upgradeIt},
@@ -286,7 +287,7 @@ var frozenKeys = []struct {
 }
 
 const (
-	restartIt = "restart it"
+	restartIt = "deployer shutdown, then start, applies it"
 	upgradeIt = "deployer upgrade applies it"
 )
 

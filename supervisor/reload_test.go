@@ -78,7 +78,7 @@ func TestReloadRejects(t *testing.T) {
 	// after [deployer], or after [routes]).
 	deployerLine := 1 + strings.Count(string(orig[:strings.Index(string(orig), "[deployer]")]), "\n")
 	for _, tc := range []struct{ line, key, how string }{
-		{`listen = "127.0.0.1:1"`, "deployer.listen", "restart it"},
+		{`listen = "127.0.0.1:1"`, "deployer.listen", "deployer upgrade applies it"},
 		{`pid_file = "deployer.pid"`, "deployer.pid_file", "deployer upgrade applies it"},
 		{`trusted_proxies = ["10.0.0.0/8"]`, "deployer.trusted_proxies", "deployer upgrade applies it"},
 		{`read_header_timeout = "3s"`, "deployer.read_header_timeout", "deployer upgrade applies it"},

@@ -43,6 +43,9 @@ func (inv *invocation) becomeDaemon(ctx context.Context, cfg *supervisor.Config,
 		return fmt.Errorf("listeners: %w", err)
 	}
 	defer upg.Stop()
+	if err := handOnStateDir(upg, cfg.Deployer.StateDir); err != nil {
+		return err
+	}
 
 	d, err := supervisor.NewDaemon(cfg, supervisor.DaemonOptions{
 		Logger:  logger,
@@ -87,4 +90,43 @@ func (inv *invocation) becomeDaemon(ctx context.Context, cfg *supervisor.Config,
 		return fmt.Errorf("daemon: %w", err)
 	}
 	return nil
+}
+
+// stateDirFile names the state directory an old daemon passes to the new
+// one of an upgrade.
+const stateDirFile = "deployer-state-dir"
+
+// handOnStateDir refuses to take over from a daemon whose state directory
+// is another one (deploy.toml's state_dir edited before the upgrade): this
+// daemon would find none of that one's apps in its state.json and start
+// them anew, while the old daemon leaves its processes running when it
+// hands over, to nobody. The upgrade then fails and the old daemon serves
+// on. Then it passes its own directory on to the next upgrade.
+func handOnStateDir(upg *sockets.Upgrader, dir string) error {
+	if upg.HasParent() {
+		f, err := upg.File(stateDirFile)
+		if err != nil {
+			return err
+		}
+		if f != nil {
+			defer f.Close()
+			old, err := f.Stat()
+			if err != nil {
+				return fmt.Errorf("the old daemon's state directory: %w", err)
+			}
+			if now, err := os.Stat(dir); err != nil || !os.SameFile(old, now) {
+				oldPath, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+				return &configError{err: fmt.Errorf("state_dir %s is not the running daemon's (%s): an upgrade cannot move the state directory, whose apps would be left to nobody; run `deployer shutdown` with the deploy.toml that names %s, then `deployer start`", dir, oldPath, oldPath)}
+			}
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	defer f.Close()
+	return upg.AddFile(stateDirFile, f)
 }
