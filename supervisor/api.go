@@ -165,14 +165,20 @@ type AppStatus struct {
 }
 
 type InstanceStatus struct {
-	Instance int     `json:"instance"`
-	PID      int     `json:"pid"`
-	Socket   string  `json:"socket"`
-	Version  string  `json:"version"`
-	Healthy  bool    `json:"healthy"` // in rotation: passing health checks, process up
-	Restarts int     `json:"restarts"`
-	CPU      float64 `json:"cpu_percent"`
-	RSS      int64   `json:"rss_bytes"`
+	Instance int    `json:"instance"`
+	PID      int    `json:"pid"`
+	Socket   string `json:"socket"`
+	Version  string `json:"version"`
+	// Healthy: in rotation and passing its health checks. InRotation
+	// alone stays true for the last instance in rotation when its checks
+	// fail (it is never taken out for that alone); HealthError then says
+	// why it is not healthy.
+	Healthy     bool    `json:"healthy"`
+	InRotation  bool    `json:"in_rotation"`
+	HealthError string  `json:"health_error,omitempty"`
+	Restarts    int     `json:"restarts"`
+	CPU         float64 `json:"cpu_percent"`
+	RSS         int64   `json:"rss_bytes"`
 }
 
 type VersionStatus struct {

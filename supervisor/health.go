@@ -55,6 +55,9 @@ func checkHealth(ctx context.Context, ep endpoint, path string, timeout time.Dur
 	req.Header.Set("User-Agent", "deployer-health")
 	res, err := tr.RoundTrip(req)
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+			return fmt.Errorf("GET %s: no answer within %s (health_timeout): %w", path, timeout, context.DeadlineExceeded)
+		}
 		return err
 	}
 	io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))

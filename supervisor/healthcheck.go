@@ -51,6 +51,9 @@ func (a *App) healthLoop(v *version, in *instance) {
 		}
 		if err == nil {
 			fails, passes = 0, passes+1
+			if passes >= cfg.Rise {
+				in.setCheckErr(p, "")
+			}
 			if !healthy && passes >= cfg.Rise && a.d.bgEnter() {
 				a.setInRotation(v, in, p, true, nil)
 				a.d.bgExit()
@@ -58,6 +61,9 @@ func (a *App) healthLoop(v *version, in *instance) {
 			continue
 		}
 		fails, passes = fails+1, 0
+		if fails >= cfg.Fall {
+			in.setCheckErr(p, err.Error())
+		}
 		if healthy && fails >= cfg.Fall && a.d.bgEnter() {
 			a.setInRotation(v, in, p, false, err)
 			a.d.bgExit()

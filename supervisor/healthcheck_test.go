@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"testing"
 )
 
@@ -45,5 +47,53 @@ func TestSetInRotation(t *testing.T) {
 	a.setInRotation(v, in0, procs[0], false, sick)
 	if !healthy(in0) {
 		t.Fatal("a retired version's instance changed rotation")
+	}
+}
+
+// The last instance in rotation is kept when its checks fail, and status
+// said it was healthy: healthy meant "in rotation". Now healthy is false,
+// in_rotation true, and health_error says why.
+func TestStatusLastInstanceFailingChecks(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The app answers its first 3 health checks (the launch's among them),
+	// then leaves them unanswered.
+	cfg := loadString(t, fmt.Sprintf(`
+[deployer]
+listen = ""
+state_dir = %q
+[apps.web]
+command = [%q, "-test.run=^$"]
+version = "v1"
+health = "/healthz"
+settle = "0s"
+health_interval = "50ms"
+health_timeout = "100ms"
+fall = 2
+[apps.web.env]
+%s = "1"
+%s = "3"
+`, socketDir(t), exe, appRoleEnv, appHangCheckEnv))
+	d := runDaemon(t, cfg, DaemonOptions{})
+	d.waitReady(t)
+	a, err := d.app("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	instance := func() InstanceStatus {
+		st := a.Status()
+		if len(st.Instances) != 1 {
+			return InstanceStatus{}
+		}
+		return st.Instances[0]
+	}
+	eventually(t, "web to serve", func() bool { return instance().PID != 0 })
+	eventually(t, "the failing checks to show", func() bool { return instance().HealthError != "" })
+	in := instance()
+	t.Logf("instance: %+v", in)
+	if in.Healthy || !in.InRotation {
+		t.Errorf("healthy %v, in_rotation %v: want false, true (the last instance stays in rotation)", in.Healthy, in.InRotation)
 	}
 }

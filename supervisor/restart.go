@@ -105,7 +105,7 @@ func (a *App) adoptRestart(v *version, in *instance, p *process, ep endpoint) bo
 		}
 	}
 	in.mu.Lock()
-	in.proc, in.ep, in.healthy = p, ep, true
+	in.proc, in.ep, in.healthy, in.checkErr = p, ep, true, ""
 	in.restarts++
 	in.mu.Unlock()
 	a.d.proxy.SetInstance(a.name, v.key, in.index, proxy.Target{Network: ep.network, Addr: ep.addr}, true)

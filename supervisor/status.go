@@ -44,7 +44,9 @@ func (a *App) Status() AppStatus {
 		st.Versions = append(st.Versions, VersionStatus{Version: serving.name, State: StateServing, InFlight: stats.InFlight[serving.key]})
 		for _, in := range serving.instances {
 			p, ep, healthy, restarts := in.snapshot()
-			is := InstanceStatus{Instance: in.index, Socket: ep.addr, Version: serving.name, Healthy: healthy, Restarts: restarts}
+			checkErr := in.checkError()
+			is := InstanceStatus{Instance: in.index, Socket: ep.addr, Version: serving.name,
+				Healthy: healthy && checkErr == "", InRotation: healthy, HealthError: checkErr, Restarts: restarts}
 			if p != nil && !p.exited() {
 				is.PID = p.pid
 				is.CPU, is.RSS = a.d.procs.sample(p.pid)

@@ -77,10 +77,14 @@ func (v *version) inRotation() int {
 type instance struct {
 	index int
 
-	mu       sync.Mutex
-	proc     *process
-	ep       endpoint
-	healthy  bool // in rotation
+	mu      sync.Mutex
+	proc    *process
+	ep      endpoint
+	healthy bool // in rotation
+	// checkErr is the last health check's error once fall checks in a
+	// row failed, until rise pass: also for the last instance, which is
+	// kept in rotation anyway. "" for a new process.
+	checkErr string
 	restarts int
 	// warnedLast: the log already says this last instance in rotation
 	// fails its checks but is kept.
@@ -96,7 +100,23 @@ func (in *instance) snapshot() (p *process, ep endpoint, healthy bool, restarts 
 func (in *instance) set(p *process, ep endpoint, healthy bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	in.proc, in.ep, in.healthy = p, ep, healthy
+	in.proc, in.ep, in.healthy, in.checkErr = p, ep, healthy, ""
+}
+
+// setCheckErr records the health verdict on process p (see checkErr), if
+// the instance still holds it.
+func (in *instance) setCheckErr(p *process, msg string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.proc == p {
+		in.checkErr = msg
+	}
+}
+
+func (in *instance) checkError() string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.checkErr
 }
 
 func (in *instance) setHealthy(h bool) {

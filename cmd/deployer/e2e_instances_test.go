@@ -237,8 +237,11 @@ func TestLastInstanceNotEjected(t *testing.T) {
 	}
 	in0 := e.instance("web", 0)
 	t.Logf("%d requests in %s while the last instance failed its checks", n, window)
-	if !in0.Healthy || in0.PID == 0 {
-		t.Fatalf("instance 0, the last in rotation, after failing checks for %s: %+v; want it kept (healthy, with its process)", window, in0)
+	if !in0.InRotation || in0.PID == 0 {
+		t.Fatalf("instance 0, the last in rotation, after failing checks for %s: %+v; want it kept (in rotation, with its process)", window, in0)
+	}
+	if in0.Healthy || !strings.Contains(in0.HealthError, "503") {
+		t.Errorf("instance 0 kept in rotation while failing its checks: %+v; want healthy false and the 503 in health_error", in0)
 	}
 
 	e.sick(0, false)
