@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -192,6 +193,16 @@ func (a *App) adoptVersion(sv stateVersion) *version {
 	cfg.Instances = len(sv.Instances) // what runs, whatever deploy.toml says now
 	if cfg.Instances == 0 {
 		return nil
+	}
+	if l := sv.Launch; l != nil {
+		// As launched, whatever deploy.toml says now: its drain and stop
+		// follow these, and status lists the edits as pending.
+		cfg.Command, cfg.Dir, cfg.EnvFiles = l.Command, l.Dir, l.EnvFiles
+		cfg.envChanged = l.EnvChanged
+		cfg.DrainTimeout, cfg.StopTimeout = l.DrainTimeout, l.StopTimeout
+		if sig, ok := stopSignals[strings.TrimPrefix(l.StopSignal, "SIG")]; ok {
+			cfg.StopSignal = sig
+		}
 	}
 	v := newVersion(sv.Version, &cfg)
 	v.launched = sv.Launched

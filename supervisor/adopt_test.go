@@ -1,8 +1,12 @@
 package supervisor
 
 import (
+	"bytes"
+	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -80,5 +84,51 @@ func TestAdoptWritesNoState(t *testing.T) {
 	a.mu.Unlock()
 	if !paused {
 		t.Error("the app is not paused after adoption with its hold file present")
+	}
+}
+
+// A daemon that takes over drains and stops a version by the settings it
+// was launched with, as the daemon before would have, and status keeps
+// listing the edits made since as pending. adoptVersion used to rebuild
+// the version's config from deploy.toml as it is now: a drain_timeout cut
+// from 30s to 1s applied to processes launched under 30s, and a changed
+// command or env was no longer pending though the processes ran the old.
+func TestAdoptKeepsLaunchSettings(t *testing.T) {
+	_, a, v1 := fakeAppDaemon(t, "drain_timeout = \"30s\"\nstop_signal = \"SIGINT\"\nsettle = \"0s\"")
+	cfg := *a.cfg.Load()
+	cfg.DrainTimeout, cfg.StopTimeout, cfg.StopSignal = time.Second, 2*time.Second, syscall.SIGTERM
+	cfg.Command = append(slices.Clone(cfg.Command), "-extra")
+	cfg.Env = maps.Clone(cfg.Env)
+	cfg.Env["NEW"] = "1"
+	a.setConfig(&cfg)
+	before := pendingChanges(v1.cfg, a.cfg.Load())
+
+	// Through the state file's JSON, as the next daemon reads it.
+	b, err := json.Marshal(v1.persisted(a.cfg.Load()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sv stateVersion
+	if err := json.Unmarshal(b, &sv); err != nil {
+		t.Fatal(err)
+	}
+	adopted := a.adoptVersion(sv)
+	if adopted == nil {
+		t.Fatal("nothing adopted")
+	}
+	got := adopted.cfg
+	if got.DrainTimeout != 30*time.Second || got.StopSignal != syscall.SIGINT || got.StopTimeout != v1.cfg.StopTimeout {
+		t.Errorf("adopted stop settings: drain %s, signal %s, stop %s; want the launch's 30s, SIGINT, %s",
+			got.DrainTimeout, got.StopSignal, got.StopTimeout, v1.cfg.StopTimeout)
+	}
+	if !slices.Equal(got.Command, v1.cfg.Command) {
+		t.Errorf("adopted command %q, want the launch's %q", got.Command, v1.cfg.Command)
+	}
+	after := pendingChanges(got, a.cfg.Load())
+	if !slices.Equal(after, before) {
+		t.Errorf("pending after the takeover %q, before %q", after, before)
+	}
+	if !slices.Contains(after, "env") || bytes.Contains(b, []byte(`"NEW"`)) {
+		t.Errorf("env: pending %q, state %s; want env pending and no env values in the state", after, b)
 	}
 }

@@ -164,6 +164,11 @@ type AppConfig struct {
 	// MaxBody is the largest request body the proxy passes on, in bytes
 	// (413 beyond it); 0 for no limit. Default: [deployer] max_body.
 	MaxBody int64
+
+	// envChanged marks the config of a version adopted from a daemon that
+	// found its env different from deploy.toml's (the values themselves
+	// are not kept in the state file): env stays pending.
+	envChanged bool
 }
 
 // AppNames returns the app names, sorted.

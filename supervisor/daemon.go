@@ -373,11 +373,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 // deadline is hard.
 func (d *Daemon) finishHandover(ctrl *http.Server, pubs []*publicServer) error {
 	d.cancel() // health checks, restarts, reloads: the new daemon's now
-	// The longest drain_timeout: no process is stopped here, so no
-	// stop_timeout on top.
+	// The longest drain_timeout, and the deadline of every version still
+	// draining (launched, and so bound, by an earlier deploy.toml): no
+	// process is stopped here, so no stop_timeout on top.
 	deadline := d.config().Deployer.DrainTimeout
 	for _, a := range d.config().Apps {
 		deadline = max(deadline, a.DrainTimeout)
+	}
+	for _, a := range d.appList() {
+		a.mu.Lock()
+		for v := range a.draining {
+			deadline = max(deadline, time.Until(v.drainDeadline))
+		}
+		a.mu.Unlock()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()

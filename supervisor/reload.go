@@ -407,7 +407,7 @@ func pendingChanges(launched, now *AppConfig) []string {
 	if !slices.Equal(launched.Command, now.Command) {
 		diff = append(diff, "command")
 	}
-	if !reflect.DeepEqual(launched.Env, now.Env) {
+	if launched.envChanged || !reflect.DeepEqual(launched.Env, now.Env) {
 		diff = append(diff, "env")
 	}
 	if !slices.Equal(launched.EnvFiles, now.EnvFiles) {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"time"
 )
 
@@ -41,6 +42,22 @@ type stateVersion struct {
 	Instances []stateInstance `json:"instances"`
 	// Deadline of a draining version: when its drain_timeout runs out.
 	Deadline time.Time `json:"deadline,omitzero"`
+	// Launch holds what the version was launched with, where deploy.toml
+	// may say otherwise since: a daemon taking over drains and stops it
+	// by these, and status keeps listing the edits as pending.
+	Launch *stateLaunch `json:"launch,omitempty"`
+}
+
+// stateLaunch is the launch-time part of a version's config. The env is not
+// kept (its values may be secrets), only whether it differs.
+type stateLaunch struct {
+	Command      []string      `json:"command"`
+	Dir          string        `json:"dir,omitempty"`
+	EnvFiles     []string      `json:"env_files,omitempty"`
+	EnvChanged   bool          `json:"env_changed,omitempty"` // deploy.toml's env differed when the state was written
+	DrainTimeout time.Duration `json:"drain_timeout_ns"`
+	StopSignal   string        `json:"stop_signal"`
+	StopTimeout  time.Duration `json:"stop_timeout_ns"`
 }
 
 type stateInstance struct {
@@ -90,20 +107,28 @@ func (a *App) persisted() stateApp {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	sa := stateApp{Previous: a.previous, Last: a.last, Configured: a.lastConfigured, Paused: a.paused, Stopped: a.userStopped}
+	now := a.cfg.Load()
 	if a.serving != nil {
-		sv := a.serving.persisted()
+		sv := a.serving.persisted(now)
 		sa.Serving = &sv
 	}
 	for v := range a.draining {
-		sv := v.persisted()
+		sv := v.persisted(now)
 		sv.Deadline = v.drainDeadline
 		sa.Draining = append(sa.Draining, sv)
 	}
 	return sa
 }
 
-func (v *version) persisted() stateVersion {
-	sv := stateVersion{Version: v.name, Launched: v.launched.UTC()}
+// persisted describes v for the state file; now is its app's config in
+// force.
+func (v *version) persisted(now *AppConfig) stateVersion {
+	c := v.cfg
+	sv := stateVersion{Version: v.name, Launched: v.launched.UTC(), Launch: &stateLaunch{
+		Command: c.Command, Dir: c.Dir, EnvFiles: c.EnvFiles,
+		EnvChanged:   c.envChanged || !reflect.DeepEqual(c.Env, now.Env),
+		DrainTimeout: c.DrainTimeout, StopSignal: signalName(c.StopSignal), StopTimeout: c.StopTimeout,
+	}}
 	for _, in := range v.instances {
 		p, ep, _, restarts := in.snapshot()
 		si := stateInstance{Instance: in.index, Restarts: restarts}
