@@ -254,6 +254,15 @@ func (d *Daemon) handleLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	follow := r.URL.Query().Get("follow") == "1"
+	w.Header().Set(logsPIDHeader, strconv.Itoa(os.Getpid()))
+	if follow && keep != nil && d.handedOver.Load() {
+		// A follower back after a hand-over reached this daemon again,
+		// still accepting for a moment: the new one has its lines.
+		w.Header().Set("Trailer", logsEndTrailer)
+		w.WriteHeader(http.StatusOK)
+		w.Header().Set(logsEndTrailer, "handover")
+		return
+	}
 	var sub <-chan LogLine
 	if follow {
 		ch, cancel := a.logs.Subscribe()
@@ -308,8 +317,11 @@ func (d *Daemon) handleLogs(w http.ResponseWriter, r *http.Request) {
 }
 
 // logsEndTrailer is the trailer of a followed logs response that says why
-// it ended.
-const logsEndTrailer = "Deployer-Logs-End"
+// it ended; logsPIDHeader names the daemon that answers.
+const (
+	logsEndTrailer = "Deployer-Logs-End"
+	logsPIDHeader  = "Deployer-Pid"
+)
 
 // executable is the binary an upgrade starts: the path this one was run as.
 func executable() string {

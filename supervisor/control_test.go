@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -214,6 +215,22 @@ func TestControlLogs(t *testing.T) {
 	w = do(t, d, "GET", "/v1/apps/web/logs?n=9&after=handover", "")
 	if want := "03:04:05.000 v1[0] line 1\n03:04:05.000 v1[0] line 2\n03:04:05.000 v1[0] line 3\n03:04:05.000 v1[0] line 5\n"; w.Body.String() != want {
 		t.Errorf("after=handover: got %q, want %q", w.Body, want)
+	}
+	// A follower back after a hand-over that reaches the old daemon again
+	// (it accepts for a moment still) gets nothing and the trailer at once:
+	// the old daemon's own lines would have been shown twice.
+	d.handedOver.Store(true)
+	srv := httptest.NewServer(d.controlHandler())
+	defer srv.Close()
+	c := &http.Client{Timeout: 5 * time.Second}
+	res, err := c.Get(srv.URL + "/v1/apps/web/logs?n=9&follow=1&after=handover")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if len(body) != 0 || res.Trailer.Get("Deployer-Logs-End") != "handover" || res.Header.Get("Deployer-Pid") != strconv.Itoa(os.Getpid()) {
+		t.Errorf("a follower back at a daemon that handed over: body %q, trailer %v, header %v", body, res.Trailer, res.Header)
 	}
 }
 

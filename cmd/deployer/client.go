@@ -227,11 +227,23 @@ func (c *client) logs(ctx context.Context, app string, n int, follow bool, w, no
 	if follow {
 		q.Set("follow", "1")
 	}
+	var handedOver string // the pid of the daemon that said it handed over
 	for {
-		end, err := c.logsOnce(ctx, app, q, w)
+		end, pid, err := c.logsOnce(ctx, app, q, w)
 		if err != nil || end != "handover" {
 			return err
 		}
+		if pid == handedOver {
+			// That daemon again, accepting for a moment after the
+			// hand-over: ask again, the new one will answer.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+			continue
+		}
+		handedOver = pid
 		// The daemon was upgraded: follow the new one, from what the old
 		// one had not shown (its last output read is where the new one
 		// read on). Its ring holds at most DefaultLogLines of them.
@@ -241,24 +253,29 @@ func (c *client) logs(ctx context.Context, app string, n int, follow bool, w, no
 	}
 }
 
-// logsOnce prints one logs response and returns its end trailer.
-func (c *client) logsOnce(ctx context.Context, app string, q url.Values, w io.Writer) (string, error) {
+// logsOnce prints one logs response and returns its end trailer and the
+// pid of the daemon that answered.
+func (c *client) logsOnce(ctx context.Context, app string, q url.Values, w io.Writer) (end, pid string, err error) {
 	resp, err := c.do(ctx, http.MethodGet, appPath(app, "logs"), q, nil)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer resp.Body.Close()
 	if _, err := io.Copy(w, resp.Body); err != nil {
 		if ctx.Err() != nil {
-			return "", ctx.Err()
+			return "", "", ctx.Err()
 		}
-		return "", fmt.Errorf("control socket: %w", err)
+		return "", "", fmt.Errorf("control socket: %w", err)
 	}
-	return resp.Trailer.Get(logsEndTrailer), nil
+	return resp.Trailer.Get(logsEndTrailer), resp.Header.Get(logsPIDHeader), nil
 }
 
-// logsEndTrailer is supervisor's: why a followed logs response ended.
-const logsEndTrailer = "Deployer-Logs-End"
+// logsEndTrailer and logsPIDHeader are supervisor's: why a followed logs
+// response ended, and which daemon answered.
+const (
+	logsEndTrailer = "Deployer-Logs-End"
+	logsPIDHeader  = "Deployer-Pid"
+)
 
 // alive reports whether anything accepts connections on the control socket.
 func (c *client) alive(ctx context.Context) (bool, error) {
