@@ -185,10 +185,12 @@ func (inv *invocation) loadConfigBy(load func(string) (*supervisor.Config, error
 	return nil, err
 }
 
-// loadConfigForDaemon reads deploy.toml for a command that talks to a
-// running daemon. If the file is invalid, the daemon runs on its last valid
-// config, so the command goes on with what it needs from the file (the state
-// directory and app names), after a warning naming the problems.
+// loadConfigForDaemon reads deploy.toml for a command that only reads from
+// or pauses a running daemon (status, logs, pause, stop, upgrade...). If the
+// file is invalid, the daemon runs on its last valid config, so the command
+// goes on with what it needs from the file (the state directory and app
+// names), after a warning naming the problems: an operator must reach the
+// daemon while the file is broken.
 func (inv *invocation) loadConfigForDaemon() (*supervisor.Config, error) {
 	cfg, err := inv.loadConfig()
 	var ce *configError
@@ -205,9 +207,23 @@ func (inv *invocation) loadConfigForDaemon() (*supervisor.Config, error) {
 
 // daemonApp reads deploy.toml for a command that talks to a running daemon
 // about one app, and resolves APP: the config, the app, and the arguments
-// after it.
+// after it. An invalid file is a warning (loadConfigForDaemon).
 func (inv *invocation) daemonApp() (*supervisor.Config, string, []string, error) {
-	cfg, err := inv.loadConfigForDaemon()
+	return inv.appBy(inv.loadConfigForDaemon)
+}
+
+// launchApp is daemonApp for a command that has the daemon launch processes
+// (swap, rollback, restart): an invalid deploy.toml is refused, exit 2. The
+// daemon would launch them with its last valid config, not with the settings
+// the file shows, and report success: `restart` said "restarted web v2"
+// with the old command and environment.
+func (inv *invocation) launchApp() (*supervisor.Config, string, []string, error) {
+	return inv.appBy(inv.loadConfig)
+}
+
+// appBy reads deploy.toml with load and resolves APP.
+func (inv *invocation) appBy(load func() (*supervisor.Config, error)) (*supervisor.Config, string, []string, error) {
+	cfg, err := load()
 	if err != nil {
 		return nil, "", nil, err
 	}

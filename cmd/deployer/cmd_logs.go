@@ -23,7 +23,7 @@ or the daemon stops; across a deployer upgrade it follows the new daemon
 (a note on stderr says so), from the first line the old one had not shown.`,
 		exits: `0  done, or interrupted while following
 1  no daemon is running
-2  bad usage, unknown app or invalid deploy.toml`,
+` + configWarnExit,
 		example: "deployer logs web -f -n 50",
 		setup: func(fs *flag.FlagSet) runFunc {
 			const followUsage = "keep printing new output until interrupted"

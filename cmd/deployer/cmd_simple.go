@@ -20,7 +20,13 @@ const shutdownPoll = 100 * time.Millisecond
 
 const noDaemonExits = `0  done
 1  no daemon is running
-2  bad usage, unknown app or invalid deploy.toml`
+` + configWarnExit
+
+// configWarnExit is exit status 2 of the commands that only read from or
+// pause a running daemon: an invalid deploy.toml is only a warning for them
+// (loadConfigForDaemon), so that the daemon stays within reach.
+const configWarnExit = `2  bad usage, unknown app, or deploy.toml missing or not TOML (other
+   problems are a warning: the daemon keeps its last valid config)`
 
 func pauseCommand() *command {
 	return &command{
@@ -92,7 +98,8 @@ func shutdownCommand() *command {
 exit. Waits until the daemon is gone (at most ` + shutdownWait.String() + `).`,
 		exits: `0  the daemon stopped
 1  no daemon is running, or it still answers after ` + shutdownWait.String() + `
-2  bad usage or invalid deploy.toml`,
+2  bad usage, or deploy.toml missing or not TOML (other problems are a
+   warning: the daemon keeps its last valid config)`,
 		example: "deployer shutdown",
 		run:     runShutdown,
 	}

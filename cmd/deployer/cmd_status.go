@@ -28,7 +28,7 @@ Unlike the other commands, status does not insist on APP when deploy.toml
 defines several apps: leaving it out shows them all.`,
 		exits: `0  the status was shown
 1  no daemon is running
-2  bad usage, unknown app or invalid deploy.toml`,
+` + configWarnExit,
 		example: "deployer status --json | jq '.apps[].version'",
 		run:     runStatus,
 	}

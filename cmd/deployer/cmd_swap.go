@@ -24,7 +24,9 @@ const swapExits = `0  VERSION serves all new traffic (with --wait-drain: and the
    within ready_timeout): the old version keeps serving untouched; the
    reason and VERSION's last lines of output are printed. Also: no daemon,
    or another operation on APP is running
-2  bad usage, unknown app or invalid deploy.toml
+2  bad usage, unknown app, or deploy.toml missing or invalid: refused,
+   its problems printed with file:line (the daemon would launch VERSION
+   with its last valid config, not with the file's settings)
 3  --timeout passed. Before traffic moved (the usual case): VERSION was
    stopped and the old version keeps serving untouched, as with 1. After
    (only with --wait-drain): VERSION serves all new traffic and the old
@@ -82,7 +84,7 @@ milliseconds: duration_ms (total), ready_ms (until healthy), switch_ms
 			flags := defineOpFlags(fs)
 			return func(ctx context.Context, inv *invocation) error {
 				b := flags.budget()
-				cfg, app, rest, err := inv.daemonApp()
+				cfg, app, rest, err := inv.launchApp()
 				if err != nil {
 					return err
 				}
@@ -139,7 +141,7 @@ func stopCommand() *command {
 queue_timeout, until 'deployer start APP' starts it again.`,
 		exits: `0  APP is stopped
 1  APP could not be stopped, or no daemon is running
-2  bad usage, unknown app or invalid deploy.toml
+` + configWarnExit + `
 4  the connection to the daemon was lost before its result: see
    'deployer status APP'`,
 		example: "deployer stop web",
@@ -156,7 +158,7 @@ func streamed(op string) func(fs *flag.FlagSet) runFunc {
 		flags := defineOpFlags(fs)
 		return func(ctx context.Context, inv *invocation) error {
 			b := flags.budget()
-			cfg, app, _, err := inv.daemonApp()
+			cfg, app, _, err := inv.launchApp()
 			if err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -107,5 +108,52 @@ settle = "100ms"
 	t.Logf("{port} app, 6 swaps: %s", got)
 	if got.failures() != 0 {
 		t.Fatalf("failed requests: %s", got)
+	}
+}
+
+// swap, rollback and restart refuse an invalid deploy.toml (exit 2, its
+// problems with file:line on stderr) instead of having the daemon launch
+// processes with its last valid config: restart said "restarted web v1",
+// exit 0, with the old environment. Commands that only read or pause still
+// reach the daemon, with a warning.
+func TestOpsRefuseInvalidConfig(t *testing.T) {
+	e := newEnv(t)
+	e.basicConfig("")
+	e.start()
+	pid := e.instance("web", 0).PID
+
+	// An edit of the environment with a typo on the line after it.
+	invalid := basicConfigText("", "env = { GREETING = \"edited\" }\ndrain_timout = \"5s\"\n")
+	line := 1 + strings.Count(invalid[:strings.Index(invalid, "drain_timout")], "\n")
+	e.replaceConfig(invalid)
+	waitFor(t, "config_error in status", 5*time.Second, func() bool { return e.mustStatus().ConfigError != "" })
+	where := e.config + ":" + strconv.Itoa(line) + ": "
+
+	for _, args := range [][]string{{"restart"}, {"rollback", "web"}, {"swap", "v2"}, {"swap", "web", "v2", "--wait-drain"}, {"start", "web"}} {
+		out, errOut, code := e.cli(args...)
+		if code != exitUsage || out != "" || !strings.Contains(errOut, where) || strings.Contains(errOut, "warning") {
+			t.Errorf("deployer %s with an invalid deploy.toml: exit %d\nstdout:\n%s\nstderr:\n%s\nwant exit 2, nothing on stdout, %q on stderr",
+				strings.Join(args, " "), code, out, errOut, where)
+		}
+	}
+	if in := e.instance("web", 0); in.PID != pid || in.Version != "v1" {
+		t.Fatalf("web runs %s pid %d after the refused operations, want v1 pid %d untouched", in.Version, in.PID, pid)
+	}
+
+	// Reading and pausing still reach the daemon, after a warning.
+	for _, args := range [][]string{{"status"}, {"logs", "-n", "1"}, {"pause"}, {"resume"}} {
+		out, errOut, code := e.cli(args...)
+		if code != exitOK || !strings.Contains(errOut, "warning: "+e.config+" is invalid") || !strings.Contains(errOut, where) {
+			t.Errorf("deployer %s with an invalid deploy.toml: exit %d\nstdout:\n%s\nstderr:\n%s\nwant exit 0 after a warning",
+				strings.Join(args, " "), code, out, errOut)
+		}
+	}
+
+	// Fixed, the same restart runs with the edited environment.
+	e.replaceConfig(strings.Replace(invalid, "drain_timout", "drain_timeout", 1))
+	waitFor(t, "config_error cleared", 5*time.Second, func() bool { return e.mustStatus().ConfigError == "" })
+	e.mustCLI("restart")
+	if code, body, _ := e.get("/"); code != 200 || !strings.HasPrefix(body, "edited\n") {
+		t.Fatalf("after restart with the fixed deploy.toml: %d %q, want the edited GREETING", code, body)
 	}
 }
