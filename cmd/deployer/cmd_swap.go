@@ -55,11 +55,12 @@ var errNoResult = errors.New("no result from the daemon")
 
 func swapCommand() *command {
 	return &command{
-		name:       "swap",
-		args:       []string{"[APP]", "VERSION"},
-		flagsUsage: opFlagsUsage,
-		json:       true,
-		summary:    "launch VERSION beside the running one and move new traffic to it",
+		name:        "swap",
+		args:        []string{"[APP]", "VERSION"},
+		flagsUsage:  opFlagsUsage,
+		json:        true,
+		jsonFailure: opFailure,
+		summary:     "launch VERSION beside the running one and move new traffic to it",
 		about: `Launch VERSION of APP beside the running version and wait until it is
 healthy, then move new traffic to it with one atomic rename of its socket
 over the stable path, then drain the old version and stop it. Progress is
@@ -77,7 +78,13 @@ With --json only the result is printed, one JSON object: ok, outcome
 ("ok", "failed" or "timeout"), app, op, old_version, new_version, error,
 output (VERSION's last lines on failure), traffic_moved, and durations in
 milliseconds: duration_ms (total), ready_ms (until healthy), switch_ms
-(until traffic moved), drain_ms (with --wait-drain), timeout_ms.`,
+(until traffic moved), drain_ms (with --wait-drain), timeout_ms.
+Refused before it began (bad usage, an invalid deploy.toml, no daemon,
+another operation running), it is {"ok": false, "outcome": "refused",
+"app", "op", "error", "code"}, code being the daemon's ("swap_running",
+"unknown_app") or the CLI's ("usage", "invalid_config", "no_config",
+"no_daemon", "permission_denied"); with the answer lost, "outcome" is
+"unknown"; both are also said on stderr.`,
 		exits:   swapExits,
 		example: "deployer swap web v42",
 		setup: func(fs *flag.FlagSet) runFunc {
@@ -101,11 +108,12 @@ milliseconds: duration_ms (total), ready_ms (until healthy), switch_ms
 
 func rollbackCommand() *command {
 	return &command{
-		name:       "rollback",
-		args:       []string{"[APP]"},
-		flagsUsage: opFlagsUsage,
-		json:       true,
-		summary:    "swap back to the version that served before the last swap",
+		name:        "rollback",
+		args:        []string{"[APP]"},
+		flagsUsage:  opFlagsUsage,
+		json:        true,
+		jsonFailure: opFailure,
+		summary:     "swap back to the version that served before the last swap",
 		about: `Swap APP back to the version that served before the last swap, exactly
 as 'deployer swap' would: launch it, wait until it is healthy, move new
 traffic to it, drain the current version.`,
@@ -117,11 +125,12 @@ traffic to it, drain the current version.`,
 
 func restartCommand() *command {
 	return &command{
-		name:       "restart",
-		args:       []string{"[APP]"},
-		flagsUsage: opFlagsUsage,
-		json:       true,
-		summary:    "swap to the version already serving: fresh processes, no downtime",
+		name:        "restart",
+		args:        []string{"[APP]"},
+		flagsUsage:  opFlagsUsage,
+		json:        true,
+		jsonFailure: opFailure,
+		summary:     "swap to the version already serving: fresh processes, no downtime",
 		about: `Swap APP to the version already serving: fresh processes, which pick up
 a changed environment or command from deploy.toml, with no request
 refused or dropped.`,
@@ -133,10 +142,11 @@ refused or dropped.`,
 
 func stopCommand() *command {
 	return &command{
-		name:    "stop",
-		args:    []string{"[APP]"},
-		json:    true,
-		summary: "drain APP and stop its processes; its requests are held until it starts again",
+		name:        "stop",
+		args:        []string{"[APP]"},
+		json:        true,
+		jsonFailure: opFailure,
+		summary:     "drain APP and stop its processes; its requests are held until it starts again",
 		about: `Drain APP and stop its processes. New requests to APP are then held, up to
 queue_timeout, until 'deployer start APP' starts it again.`,
 		exits: `0  APP is stopped
@@ -319,6 +329,38 @@ func (inv *invocation) unknownResult(app, op, version string, b budget, why stri
 	}
 	fmt.Fprintf(inv.stderr, "%s: %s\n", inv.prefix(), msg)
 	return errUnknownReported
+}
+
+// outcomeRefused is the outcome of an operation the CLI or the daemon
+// refused before it began (opFailure): nothing was launched or stopped.
+const outcomeRefused = "refused"
+
+// opFailure is what swap, rollback, restart and stop print with --json when
+// they end without a result: "refused" when they surely started nothing (bad
+// usage found after the flags, an invalid deploy.toml, no daemon, another
+// operation running), with code naming why (errorCode); "unknown" when the
+// daemon may have begun, as in unknownResult. Shaped like unknownResult, so
+// that a CI step always has one object with ok, outcome, app, op and error.
+func opFailure(inv *invocation, err error) any {
+	code, refused := errorCode(err)
+	outcome := outcomeRefused
+	if !refused {
+		outcome = supervisor.OutcomeUnknown
+	}
+	app := firstOf(inv.app, inv.appArg())
+	var version string
+	if n := len(inv.args); inv.cmd.name == "swap" && n >= 1 && n <= 2 {
+		version = inv.args[n-1]
+	}
+	return struct {
+		OK         bool   `json:"ok"`
+		Outcome    string `json:"outcome"`
+		App        string `json:"app"`
+		Op         string `json:"op"`
+		NewVersion string `json:"new_version,omitempty"`
+		Error      string `json:"error"`
+		Code       string `json:"code"`
+	}{Outcome: outcome, App: app, Op: inv.cmd.name, NewVersion: version, Error: err.Error(), Code: code}
 }
 
 // clock formats an event's time for a progress line; local time of day is
