@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/deployer/deployer/sockets"
@@ -64,6 +65,7 @@ type invocation struct {
 	args       []string // positional arguments after flags are taken out
 	configPath string   // -c, else $DEPLOYER_CONFIG, else defaultConfigPath
 	asJSON     bool     // --json
+	app        string   // APP, once resolveApp has found it
 }
 
 func (inv *invocation) run(ctx context.Context, args []string) error {
@@ -87,15 +89,58 @@ func (inv *invocation) run(ctx context.Context, args []string) error {
 	inv.cmd = cmd
 
 	fs, run := cmd.flagSet(&inv.configPath, &inv.asJSON)
-	if err := fs.Parse(permute(fs, global.Args()[1:])); err != nil {
+	flags := permute(fs, global.Args()[1:])
+	if err := fs.Parse(flags); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			writeCommandHelp(inv.stdout, cmd)
 			return nil
 		}
-		return usageErrorf("%v", err)
+		// Parse stops at the flag it cannot take (--timeout 5), before a
+		// --json after it: a CI step's bad --timeout gets its object too,
+		// naming the app and version it was about.
+		inv.asJSON = inv.asJSON || asksJSON(fs, flags)
+		if i := slices.Index(flags, "--"); i >= 0 {
+			inv.args = flags[i+1:]
+		}
+		return inv.failJSON(usageErrorf("%v", err))
 	}
 	inv.args = fs.Args()
-	if err := cmd.checkArgs(inv.args); err != nil {
+	return inv.failJSON(inv.runParsed(ctx, run))
+}
+
+// failJSON prints the command's jsonFailure object for err with --json,
+// unless err is nil or reported already, and returns err: exit reports it
+// on stderr as well, as it does after unknownResult.
+func (inv *invocation) failJSON(err error) error {
+	if err == nil || !inv.asJSON || inv.cmd.jsonFailure == nil || reported(err) {
+		return err
+	}
+	if werr := writeJSONValue(inv.stdout, inv.cmd.jsonFailure(inv, err)); werr != nil {
+		return werr
+	}
+	return err
+}
+
+// asksJSON reports whether the flags that permute put ahead of "--" set
+// --json to true.
+func asksJSON(fs *flag.FlagSet, flags []string) bool {
+	if fs.Lookup("json") == nil {
+		return false
+	}
+	for _, f := range flags {
+		switch f {
+		case "--":
+			return false
+		case "-json", "--json", "-json=true", "--json=true":
+			return true
+		}
+	}
+	return false
+}
+
+// runParsed runs the command once its flags are parsed.
+func (inv *invocation) runParsed(ctx context.Context, run runFunc) error {
+	if err := inv.cmd.checkArgs(inv.args); err != nil {
 		return err
 	}
 	if inv.configPath == "" {
@@ -185,10 +230,12 @@ func (inv *invocation) loadConfigBy(load func(string) (*supervisor.Config, error
 	return nil, err
 }
 
-// loadConfigForDaemon reads deploy.toml for a command that talks to a
-// running daemon. If the file is invalid, the daemon runs on its last valid
-// config, so the command goes on with what it needs from the file (the state
-// directory and app names), after a warning naming the problems.
+// loadConfigForDaemon reads deploy.toml for a command that only reads from
+// or pauses a running daemon (status, logs, pause, stop, upgrade...). If the
+// file is invalid, the daemon runs on its last valid config, so the command
+// goes on with what it needs from the file (the state directory and app
+// names), after a warning naming the problems: an operator must reach the
+// daemon while the file is broken.
 func (inv *invocation) loadConfigForDaemon() (*supervisor.Config, error) {
 	cfg, err := inv.loadConfig()
 	var ce *configError
@@ -205,9 +252,23 @@ func (inv *invocation) loadConfigForDaemon() (*supervisor.Config, error) {
 
 // daemonApp reads deploy.toml for a command that talks to a running daemon
 // about one app, and resolves APP: the config, the app, and the arguments
-// after it.
+// after it. An invalid file is a warning (loadConfigForDaemon).
 func (inv *invocation) daemonApp() (*supervisor.Config, string, []string, error) {
-	cfg, err := inv.loadConfigForDaemon()
+	return inv.appBy(inv.loadConfigForDaemon)
+}
+
+// launchApp is daemonApp for a command that has the daemon launch processes
+// (swap, rollback, restart): an invalid deploy.toml is refused, exit 2. The
+// daemon would launch them with its last valid config, not with the settings
+// the file shows, and report success: `restart` said "restarted web v2"
+// with the old command and environment.
+func (inv *invocation) launchApp() (*supervisor.Config, string, []string, error) {
+	return inv.appBy(inv.loadConfig)
+}
+
+// appBy reads deploy.toml with load and resolves APP.
+func (inv *invocation) appBy(load func() (*supervisor.Config, error)) (*supervisor.Config, string, []string, error) {
+	cfg, err := load()
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -233,20 +294,33 @@ func (inv *invocation) optionalApp(cfg *supervisor.Config) (string, error) {
 // command's argument count has been checked already.
 func (inv *invocation) resolveApp(cfg *supervisor.Config) (app string, rest []string, err error) {
 	names := cfg.AppNames()
-	if len(inv.args) > inv.cmd.requiredArgs() {
-		app = inv.args[0]
+	if app = inv.appArg(); app != "" {
 		if _, ok := cfg.Apps[app]; !ok {
-			return "", nil, usageErrorf("unknown app %q: %s defines %s", app, inv.configPath, appList(names))
+			return "", nil, &usageError{
+				msg:  fmt.Sprintf("unknown app %q: %s defines %s", app, inv.configPath, appList(names)),
+				code: "unknown_app", // the daemon's code for it
+			}
 		}
+		inv.app = app
 		return app, inv.args[1:], nil
 	}
 	switch len(names) {
 	case 0:
 		return "", nil, usageErrorf("%s defines no app", inv.configPath)
 	case 1:
+		inv.app = names[0]
 		return names[0], inv.args, nil
 	}
 	return "", nil, usageErrorf("APP is required: %s defines several apps: %s", inv.configPath, strings.Join(names, ", "))
+}
+
+// appArg returns the APP given on the command line, or "" when it was left
+// out. The command's argument count has been checked already.
+func (inv *invocation) appArg() string {
+	if len(inv.args) > inv.cmd.requiredArgs() {
+		return inv.args[0]
+	}
+	return ""
 }
 
 // appList names the apps for an error message.

@@ -65,7 +65,7 @@ func TestUsageErrors(t *testing.T) {
 		{"flag value missing", []string{"logs", "web", "-n"}, "deployer logs: flag needs an argument: -n", "usage: deployer logs [APP] [-f] [-n N]"},
 		{"flag value bad", []string{"logs", "-n", "many"}, `deployer logs: invalid value "many" for flag -n`, "usage: deployer logs"},
 		{"negative lines", []string{"logs", "-c", one, "-n", "-3"}, "deployer logs: -n must be 0 or more, not -3", "usage: deployer logs"},
-		{"json where none", []string{"logs", "--json"}, "deployer logs: flag provided but not defined: -json", "usage: deployer logs [APP] [-f] [-n N]"},
+		{"json where none", []string{"help", "--json"}, "deployer help: flag provided but not defined: -json", "usage: deployer help [COMMAND]"},
 		{"APP left out of two", []string{"swap", "-c", two, "v2"}, "deployer swap: APP is required: " + two + " defines several apps: api, web", "usage: deployer swap"},
 		{"APP left out of two, pause", []string{"pause", "-c", two}, "deployer pause: APP is required: " + two + " defines several apps: api, web", "usage: deployer pause [APP] [--json]"},
 		{"unknown app", []string{"rollback", "-c", two, "wbe"}, `deployer rollback: unknown app "wbe": ` + two + " defines api, web", "usage: deployer rollback [APP] [--wait-drain] [--timeout DURATION] [--json]"},

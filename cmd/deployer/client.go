@@ -119,7 +119,7 @@ func (c *client) transportError(err error) error {
 	if errors.Is(err, syscall.EACCES) {
 		// The socket's mode let the kernel refuse the connect: the daemon
 		// never heard of it (supervisor/controlauth.go).
-		return fmt.Errorf("permission denied: cannot connect to %s: only root and the daemon's user may control this daemon, unless [deployer] control_users or control_groups in deploy.toml lists you", c.socket)
+		return fmt.Errorf("%w: cannot connect to %s: only root and the daemon's user may control this daemon, unless [deployer] control_users or control_groups in deploy.toml lists you", errPermissionDenied, c.socket)
 	}
 	var uerr *url.Error
 	if errors.As(err, &uerr) {

@@ -74,7 +74,8 @@ version = "v1"
 }
 
 // TestInvalidConfig checks that every command reports an invalid or
-// missing deploy.toml on stderr and exits 2.
+// missing deploy.toml on stderr with file:line, and exits 2 where it needs
+// a valid one.
 func TestInvalidConfig(t *testing.T) {
 	dir := stateDir(t)
 	bad := filepath.Join(dir, "deploy.toml")
@@ -88,13 +89,20 @@ colour = "blue"
 `, dir))
 	missing := filepath.Join(dir, "nope.toml")
 
-	for _, args := range [][]string{{"check"}, {"status"}, {"swap", "v2"}, {"start"}, {"logs", "-f"}} {
+	// check, start and the commands that have the daemon launch processes
+	// need a valid file; those that only read or pause warn and go on, since
+	// the daemon keeps its last valid config (here none runs: exit 1).
+	needValid := map[string]bool{"check": true, "start": true, "swap": true, "rollback": true, "restart": true}
+	for _, args := range [][]string{
+		{"check"}, {"start"}, {"swap", "v2"}, {"rollback"}, {"restart", "web"},
+		{"status"}, {"logs", "-f"}, {"pause"}, {"resume"}, {"stop"}, {"upgrade"}, {"shutdown"},
+	} {
 		got := run(t, append(args, "-c", bad)...)
-		// check and start need a valid file; commands that talk to a running
-		// daemon warn and go on, since the daemon keeps its last valid config
-		// (here none runs: exit 1).
-		if args[0] == "check" || args[0] == "start" {
+		if needValid[args[0]] {
 			wantCode(t, got, exitUsage)
+			if strings.Contains(got.stderr, "warning") {
+				t.Errorf("%q: a warning where the file is refused:\n%s", args, got.stderr)
+			}
 		} else {
 			wantCode(t, got, exitFailed)
 			if !strings.Contains(got.stderr, "warning: "+bad+" is invalid") {

@@ -33,16 +33,18 @@ func routeCommand() *command {
 HOST is an exact name or "*.example.com". TARGET is an app of deploy.toml,
 unix:/path/to.sock, host:port (an app host elsewhere, another deployer for
 instance), or several addresses separated by commas, balanced round robin.
-set checks TARGET before writing, and that an app TARGET is in deploy.toml
-(--force writes it anyway, for proxies whose deploy.toml differs). set and
-rm publish on deployer:routes, so every proxy re-reads the table at once.
+set checks HOST and TARGET before writing, and that an app TARGET is in
+deploy.toml (--force writes it anyway, for proxies whose deploy.toml
+differs). rm checks HOST as set does (--force removes a field that set
+would refuse, written by another tool). set and rm publish on
+deployer:routes, so every proxy re-reads the table at once.
 The command talks to Redis itself; no daemon needs to run here.`,
 		exits: `0  done (rm of a host without a route too)
 1  Redis did not answer
 2  bad usage, invalid HOST or TARGET, no [routes] redis in deploy.toml`,
 		example: "deployer route set www.example.com 10.0.0.5:8080,10.0.0.6:8080",
 		setup: func(fs *flag.FlagSet) runFunc {
-			force := fs.Bool("force", false, "set: write an app TARGET that deploy.toml does not define")
+			force := fs.Bool("force", false, "set: write an app TARGET that deploy.toml does not define; rm: remove a HOST that set would refuse")
 			return func(ctx context.Context, inv *invocation) error {
 				return runRoute(ctx, inv, *force)
 			}
@@ -73,12 +75,17 @@ func runRoute(ctx context.Context, inv *invocation, force bool) error {
 		return usageErrorf(`%s has no [routes] redis (add a [routes] table with redis = "redis://127.0.0.1:6379/0")`, inv.configPath)
 	}
 	var spec supervisor.RouteSpec
-	if action == "set" {
+	switch action {
+	case "set":
 		if spec, err = supervisor.ParseRoute(args[0], args[1]); err != nil {
 			return usageErrorf("%s", strings.TrimPrefix(err.Error(), "supervisor: "))
 		}
 		if spec.App != "" && cfg.Apps[spec.App] == nil && !force {
 			return usageErrorf("app %q is not in %s (%s); --force writes it anyway", spec.App, inv.configPath, appList(cfg.AppNames()))
+		}
+	case "rm":
+		if err := checkRouteHost(args[0]); err != nil && !force {
+			return usageErrorf("%s; --force removes it anyway", strings.TrimPrefix(err.Error(), "supervisor: "))
 		}
 	}
 	store, err := supervisor.OpenRouteStore(cfg.Routes.Redis)
@@ -123,6 +130,15 @@ func runRoute(ctx context.Context, inv *invocation, force bool) error {
 		return writeRoutes(inv.stdout, ls)
 	}
 	return nil
+}
+
+// checkRouteHost applies route set's rule for HOST to a HOST given alone, as
+// rm's is: supervisor.ParseRoute checks the host before the target, so with
+// a target that always parses, any error is the host's. A typo (rm
+// "www.example.com:80") then says why instead of "had no route", exit 0.
+func checkRouteHost(host string) error {
+	_, err := supervisor.ParseRoute(host, "127.0.0.1:80")
+	return err
 }
 
 // listedRoute is one entry of `route ls`.

@@ -42,6 +42,11 @@ func TestRouteUsage(t *testing.T) {
 		{[]string{"route", "ls", "a.test"}, exitUsage, `route ls: unexpected argument "a.test"`},
 		{[]string{"route", "set", "a.test", "unix:relative.sock"}, exitUsage, "a socket path must be absolute"},
 		{[]string{"route", "set", "*", "web"}, exitUsage, `host "*"`},
+		{[]string{"route", "rm", "bad host:80"}, exitUsage, `host "bad host:80": no port allowed`},
+		{[]string{"route", "rm", "*"}, exitUsage, `host "*"`},
+		{[]string{"route", "rm", "www.*.test"}, exitUsage, `the only wildcards are`},
+		{[]string{"route", "rm", "WWW.test."}, exitFailed, "redis at redis://127.0.0.1:1/0"},
+		{[]string{"route", "rm", "*.test"}, exitFailed, "redis at redis://127.0.0.1:1/0"},
 		{[]string{"route", "set", "a.test", "api"}, exitUsage, `app "api" is not in`},
 		{[]string{"route", "set", "a.test", "web", "-c", noRedis}, exitUsage, "has no [routes] redis"},
 		{[]string{"route", "set", "a.test", "web"}, exitFailed, "redis at redis://127.0.0.1:1/0"},
@@ -130,6 +135,22 @@ func TestRouteSetLsRm(t *testing.T) {
 	if !strings.Contains(got.stdout, `"removed": false`) {
 		t.Errorf("rm of a missing host: %s", got.stdout)
 	}
+	published("rm www.test") // the rm of a missing host publishes too
+
+	// A field set would refuse, written by another tool: rm refuses it the
+	// same way, and --force removes it.
+	c.HSet(ctx, "routes", "bad host:80", "web")
+	got = run(t, "-c", cfg, "route", "rm", "bad host:80")
+	wantCode(t, got, exitUsage)
+	if !strings.Contains(got.stderr, `host "bad host:80": no port allowed`) || !strings.Contains(got.stderr, "; --force removes it anyway\n") {
+		t.Errorf("rm of an invalid host: stderr %q", got.stderr)
+	}
+	got = run(t, "-c", cfg, "route", "rm", "bad host:80", "--force")
+	wantCode(t, got, exitOK)
+	published("rm bad host:80")
+	if got.stdout != "removed the route of bad host:80\n" {
+		t.Errorf("rm --force: %q", got.stdout)
+	}
 	if n, _ := c.HLen(ctx, "routes").Result(); n != 3 {
 		t.Errorf("%d routes left, want 3", n)
 	}
@@ -138,7 +159,8 @@ func TestRouteSetLsRm(t *testing.T) {
 func TestRouteHelp(t *testing.T) {
 	got := run(t, "help", "route")
 	wantCode(t, got, exitOK)
-	for _, want := range []string{"usage: deployer route [set|rm|ls] [HOST] [TARGET] [--force] [--json]", "deployer route set HOST TARGET", "--force"} {
+	for _, want := range []string{"usage: deployer route [set|rm|ls] [HOST] [TARGET] [--force] [--json]", "deployer route set HOST TARGET", "--force",
+		"rm checks HOST as set does"} {
 		if !strings.Contains(got.stdout, want) {
 			t.Errorf("help route lacks %q", want)
 		}

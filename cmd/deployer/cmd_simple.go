@@ -20,7 +20,13 @@ const shutdownPoll = 100 * time.Millisecond
 
 const noDaemonExits = `0  done
 1  no daemon is running
-2  bad usage, unknown app or invalid deploy.toml`
+` + configWarnExit
+
+// configWarnExit is exit status 2 of the commands that only read from or
+// pause a running daemon: an invalid deploy.toml is only a warning for them
+// (loadConfigForDaemon), so that the daemon stays within reach.
+const configWarnExit = `2  bad usage, unknown app, or deploy.toml missing or not TOML (other
+   problems are a warning: the daemon keeps its last valid config)`
 
 func pauseCommand() *command {
 	return &command{
@@ -86,13 +92,19 @@ func (inv *invocation) pauseResume(ctx context.Context, op string) error {
 
 func shutdownCommand() *command {
 	return &command{
-		name:    "shutdown",
-		summary: "stop the daemon gracefully: drain, stop the apps, exit",
+		name:        "shutdown",
+		json:        true,
+		jsonFailure: shutdownFailure,
+		summary:     "stop the daemon gracefully: drain, stop the apps, exit",
 		about: `Ask the daemon to stop gracefully: drain every app, stop its processes,
-exit. Waits until the daemon is gone (at most ` + shutdownWait.String() + `).`,
+exit. Waits until the daemon is gone (at most ` + shutdownWait.String() + `).
+
+With --json it prints {"ok": true} once the daemon is gone, else
+{"ok": false, "error", "code"}, code as for swap --json ("no_daemon"...).`,
 		exits: `0  the daemon stopped
 1  no daemon is running, or it still answers after ` + shutdownWait.String() + `
-2  bad usage or invalid deploy.toml`,
+2  bad usage, or deploy.toml missing or not TOML (other problems are a
+   warning: the daemon keeps its last valid config)`,
 		example: "deployer shutdown",
 		run:     runShutdown,
 	}
@@ -125,6 +137,19 @@ func runShutdown(ctx context.Context, inv *invocation) error {
 		}
 		return err
 	}
+	if inv.asJSON {
+		return writeJSONValue(inv.stdout, map[string]bool{"ok": true})
+	}
 	fmt.Fprintln(inv.stdout, "daemon stopped")
 	return nil
+}
+
+// shutdownFailure is what shutdown --json prints when it fails.
+func shutdownFailure(_ *invocation, err error) any {
+	code, _ := errorCode(err)
+	return struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+		Code  string `json:"code"`
+	}{Error: err.Error(), Code: code}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/deployer/deployer/supervisor"
@@ -49,6 +50,34 @@ func TestShutdown(t *testing.T) {
 	wantCode(t, got, exitOK)
 	if got.stdout != "daemon stopped\n" {
 		t.Errorf("stdout = %q", got.stdout)
+	}
+}
+
+// shutdown --json prints {"ok": true}, or the error with its code; --json
+// was refused ("flag provided but not defined").
+func TestShutdownJSON(t *testing.T) {
+	dir, cfg := writeConfig(t, "web")
+	d := newFakeDaemon(t, dir)
+	d.handle("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("{}\n"))
+		go d.srv.Shutdown(context.Background())
+	})
+	got := run(t, "shutdown", "--json", "-c", cfg)
+	wantCode(t, got, exitOK)
+	if want := "{\n  \"ok\": true\n}\n"; got.stdout != want || got.stderr != "" {
+		t.Errorf("stdout = %q, stderr = %q; want %q and nothing", got.stdout, got.stderr, want)
+	}
+
+	// The daemon is gone now.
+	got = run(t, "shutdown", "--json", "-c", cfg)
+	wantCode(t, got, exitFailed)
+	var res map[string]any
+	if err := json.Unmarshal([]byte(got.stdout), &res); err != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s", err, got.stdout)
+	}
+	if res["ok"] != false || res["code"] != "no_daemon" || !strings.HasPrefix(res["error"].(string), "no daemon is running") ||
+		!strings.Contains(got.stderr, "no daemon is running") {
+		t.Errorf("result = %v, stderr %q; want no_daemon, the error on stderr too", res, got.stderr)
 	}
 }
 

@@ -13,13 +13,18 @@ func startCommand() *command {
 		json:    true,
 		summary: "run the daemon in the foreground, or start APP in the running one",
 		about: `With no daemon answering on the control socket, become the daemon, in the
-foreground: start every app (or only APP) at its configured version, serve
-the built-in proxy, log to stderr (as JSON with --json), and stop
-gracefully, draining every app, on SIGINT or SIGTERM.
+foreground: start every app (or only APP), serve the built-in proxy, log
+to stderr (as JSON with --json), and stop gracefully, draining every app,
+on SIGINT or SIGTERM.
+
+An app starts at the version that served last (kept in
+<state_dir>/state.json), so that a restart never undoes a deploy; at
+'version' in deploy.toml when none has served yet, or when 'version' was
+edited since that one served (the edit is the newer decision).
 
 With a daemon running, ask it to start APP (stopped earlier with
-'deployer stop') and wait until APP serves; progress is printed as with
-'deployer swap'.`,
+'deployer stop'), by the same rule, and wait until APP serves; progress is
+printed as with 'deployer swap'.`,
 		exits: `0  the daemon stopped cleanly; or APP serves
 1  the daemon failed; or APP could not be started
 2  bad usage, unknown app or invalid deploy.toml`,

@@ -22,13 +22,14 @@ in flight and held, each instance's pid, socket, health, restarts, CPU and
 memory, the versions still draining, and the host's load average.
 
 With --json the daemon's answer is printed as it is: one object
-{"apps":[...],"load":{...}}, see CONTRACT.md.
+{"apps":[...],"load":{...}}; the README's "Commands" section lists its
+fields.
 
 Unlike the other commands, status does not insist on APP when deploy.toml
 defines several apps: leaving it out shows them all.`,
 		exits: `0  the status was shown
 1  no daemon is running
-2  bad usage, unknown app or invalid deploy.toml`,
+` + configWarnExit,
 		example: "deployer status --json | jq '.apps[].version'",
 		run:     runStatus,
 	}

@@ -24,7 +24,9 @@ const swapExits = `0  VERSION serves all new traffic (with --wait-drain: and the
    within ready_timeout): the old version keeps serving untouched; the
    reason and VERSION's last lines of output are printed. Also: no daemon,
    or another operation on APP is running
-2  bad usage, unknown app or invalid deploy.toml
+2  bad usage, unknown app, or deploy.toml missing or invalid: refused,
+   its problems printed with file:line (the daemon would launch VERSION
+   with its last valid config, not with the file's settings)
 3  --timeout passed. Before traffic moved (the usual case): VERSION was
    stopped and the old version keeps serving untouched, as with 1. After
    (only with --wait-drain): VERSION serves all new traffic and the old
@@ -53,11 +55,12 @@ var errNoResult = errors.New("no result from the daemon")
 
 func swapCommand() *command {
 	return &command{
-		name:       "swap",
-		args:       []string{"[APP]", "VERSION"},
-		flagsUsage: opFlagsUsage,
-		json:       true,
-		summary:    "launch VERSION beside the running one and move new traffic to it",
+		name:        "swap",
+		args:        []string{"[APP]", "VERSION"},
+		flagsUsage:  opFlagsUsage,
+		json:        true,
+		jsonFailure: opFailure,
+		summary:     "launch VERSION beside the running one and move new traffic to it",
 		about: `Launch VERSION of APP beside the running version and wait until it is
 healthy, then move new traffic to it with one atomic rename of its socket
 over the stable path, then drain the old version and stop it. Progress is
@@ -75,14 +78,20 @@ With --json only the result is printed, one JSON object: ok, outcome
 ("ok", "failed" or "timeout"), app, op, old_version, new_version, error,
 output (VERSION's last lines on failure), traffic_moved, and durations in
 milliseconds: duration_ms (total), ready_ms (until healthy), switch_ms
-(until traffic moved), drain_ms (with --wait-drain), timeout_ms.`,
+(until traffic moved), drain_ms (with --wait-drain), timeout_ms.
+Refused before it began (bad usage, an invalid deploy.toml, no daemon,
+another operation running), it is {"ok": false, "outcome": "refused",
+"app", "op", "error", "code"}, code being the daemon's ("swap_running",
+"unknown_app") or the CLI's ("usage", "invalid_config", "no_config",
+"no_daemon", "permission_denied"); with the answer lost, "outcome" is
+"unknown"; both are also said on stderr.`,
 		exits:   swapExits,
 		example: "deployer swap web v42",
 		setup: func(fs *flag.FlagSet) runFunc {
 			flags := defineOpFlags(fs)
 			return func(ctx context.Context, inv *invocation) error {
 				b := flags.budget()
-				cfg, app, rest, err := inv.daemonApp()
+				cfg, app, rest, err := inv.launchApp()
 				if err != nil {
 					return err
 				}
@@ -99,11 +108,12 @@ milliseconds: duration_ms (total), ready_ms (until healthy), switch_ms
 
 func rollbackCommand() *command {
 	return &command{
-		name:       "rollback",
-		args:       []string{"[APP]"},
-		flagsUsage: opFlagsUsage,
-		json:       true,
-		summary:    "swap back to the version that served before the last swap",
+		name:        "rollback",
+		args:        []string{"[APP]"},
+		flagsUsage:  opFlagsUsage,
+		json:        true,
+		jsonFailure: opFailure,
+		summary:     "swap back to the version that served before the last swap",
 		about: `Swap APP back to the version that served before the last swap, exactly
 as 'deployer swap' would: launch it, wait until it is healthy, move new
 traffic to it, drain the current version.`,
@@ -115,11 +125,12 @@ traffic to it, drain the current version.`,
 
 func restartCommand() *command {
 	return &command{
-		name:       "restart",
-		args:       []string{"[APP]"},
-		flagsUsage: opFlagsUsage,
-		json:       true,
-		summary:    "swap to the version already serving: fresh processes, no downtime",
+		name:        "restart",
+		args:        []string{"[APP]"},
+		flagsUsage:  opFlagsUsage,
+		json:        true,
+		jsonFailure: opFailure,
+		summary:     "swap to the version already serving: fresh processes, no downtime",
 		about: `Swap APP to the version already serving: fresh processes, which pick up
 a changed environment or command from deploy.toml, with no request
 refused or dropped.`,
@@ -131,15 +142,16 @@ refused or dropped.`,
 
 func stopCommand() *command {
 	return &command{
-		name:    "stop",
-		args:    []string{"[APP]"},
-		json:    true,
-		summary: "drain APP and stop its processes; its requests are held until it starts again",
+		name:        "stop",
+		args:        []string{"[APP]"},
+		json:        true,
+		jsonFailure: opFailure,
+		summary:     "drain APP and stop its processes; its requests are held until it starts again",
 		about: `Drain APP and stop its processes. New requests to APP are then held, up to
 queue_timeout, until 'deployer start APP' starts it again.`,
 		exits: `0  APP is stopped
 1  APP could not be stopped, or no daemon is running
-2  bad usage, unknown app or invalid deploy.toml
+` + configWarnExit + `
 4  the connection to the daemon was lost before its result: see
    'deployer status APP'`,
 		example: "deployer stop web",
@@ -156,7 +168,7 @@ func streamed(op string) func(fs *flag.FlagSet) runFunc {
 		flags := defineOpFlags(fs)
 		return func(ctx context.Context, inv *invocation) error {
 			b := flags.budget()
-			cfg, app, _, err := inv.daemonApp()
+			cfg, app, _, err := inv.launchApp()
 			if err != nil {
 				return err
 			}
@@ -317,6 +329,38 @@ func (inv *invocation) unknownResult(app, op, version string, b budget, why stri
 	}
 	fmt.Fprintf(inv.stderr, "%s: %s\n", inv.prefix(), msg)
 	return errUnknownReported
+}
+
+// outcomeRefused is the outcome of an operation the CLI or the daemon
+// refused before it began (opFailure): nothing was launched or stopped.
+const outcomeRefused = "refused"
+
+// opFailure is what swap, rollback, restart and stop print with --json when
+// they end without a result: "refused" when they surely started nothing (bad
+// usage found after the flags, an invalid deploy.toml, no daemon, another
+// operation running), with code naming why (errorCode); "unknown" when the
+// daemon may have begun, as in unknownResult. Shaped like unknownResult, so
+// that a CI step always has one object with ok, outcome, app, op and error.
+func opFailure(inv *invocation, err error) any {
+	code, refused := errorCode(err)
+	outcome := outcomeRefused
+	if !refused {
+		outcome = supervisor.OutcomeUnknown
+	}
+	app := firstOf(inv.app, inv.appArg())
+	var version string
+	if n := len(inv.args); inv.cmd.name == "swap" && n >= 1 && n <= 2 {
+		version = inv.args[n-1]
+	}
+	return struct {
+		OK         bool   `json:"ok"`
+		Outcome    string `json:"outcome"`
+		App        string `json:"app"`
+		Op         string `json:"op"`
+		NewVersion string `json:"new_version,omitempty"`
+		Error      string `json:"error"`
+		Code       string `json:"code"`
+	}{Outcome: outcome, App: app, Op: inv.cmd.name, NewVersion: version, Error: err.Error(), Code: code}
 }
 
 // clock formats an event's time for a progress line; local time of day is

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -388,5 +389,83 @@ func TestSwapPlainOutput(t *testing.T) {
 	wantCode(t, got, exitFailed)
 	if strings.ContainsAny(got.stdout, "\x1b\r") || !strings.Contains(got.stdout, "    [0] FATAL no database\n") {
 		t.Errorf("stdout = %q", got.stdout)
+	}
+}
+
+// TestOpJSONRefused: swap, rollback, restart and stop with --json print one
+// object even when they end before a result (they printed nothing on
+// stdout): "refused" with a code when they surely started nothing,
+// "unknown" when the daemon may have begun. The exit status and the
+// message on stderr are what they are without --json.
+func TestOpJSONRefused(t *testing.T) {
+	busy := answer(http.StatusConflict, supervisor.APIError{Error: "supervisor: another operation is running on web", Code: "swap_running"})
+	tests := []struct {
+		name    string
+		apps    []string
+		daemon  http.HandlerFunc // nil: no daemon runs
+		args    []string
+		code    int
+		want    map[string]any
+		asked   bool // the daemon got the request
+		invalid bool // deploy.toml has an unknown key
+	}{
+		{"no daemon", []string{"web"}, nil, []string{"swap", "v2"}, exitFailed,
+			map[string]any{"outcome": "refused", "app": "web", "op": "swap", "new_version": "v2", "code": "no_daemon"}, false, false},
+		{"another operation runs", []string{"web"}, busy, []string{"swap", "web", "v2"}, exitFailed,
+			map[string]any{"outcome": "refused", "app": "web", "op": "swap", "new_version": "v2", "code": "swap_running"}, true, false},
+		{"stop while another runs", []string{"web"}, busy, []string{"stop"}, exitFailed,
+			map[string]any{"outcome": "refused", "app": "web", "op": "stop", "code": "swap_running"}, true, false},
+		{"daemon's unknown app", []string{"web"}, answer(http.StatusNotFound, supervisor.APIError{Error: `unknown app "web"`, Code: "unknown_app"}),
+			[]string{"restart"}, exitUsage, map[string]any{"outcome": "refused", "app": "web", "op": "restart", "code": "unknown_app"}, true, false},
+		{"not an APIError", []string{"web"}, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "bad gateway", http.StatusBadGateway) },
+			[]string{"rollback"}, exitFailed, map[string]any{"outcome": "refused", "app": "web", "op": "rollback", "code": "http_502", "error": "bad gateway"}, true, false},
+		{"unknown app", []string{"web"}, busy, []string{"swap", "api", "v2"}, exitUsage,
+			map[string]any{"outcome": "refused", "app": "api", "op": "swap", "new_version": "v2", "code": "unknown_app"}, false, false},
+		{"APP left out of two", []string{"web", "api"}, busy, []string{"restart"}, exitUsage,
+			map[string]any{"outcome": "refused", "app": "", "op": "restart", "code": "usage"}, false, false},
+		{"missing VERSION", []string{"web"}, busy, []string{"swap"}, exitUsage,
+			map[string]any{"outcome": "refused", "app": "", "op": "swap", "code": "usage", "error": "missing VERSION"}, false, false},
+		{"bad --timeout", []string{"web"}, busy, []string{"swap", "web", "v2", "--timeout", "5"}, exitUsage,
+			map[string]any{"outcome": "refused", "app": "web", "op": "swap", "new_version": "v2", "code": "usage"}, false, false},
+		{"invalid deploy.toml", []string{"web"}, busy, []string{"rollback", "web"}, exitUsage,
+			map[string]any{"outcome": "refused", "app": "web", "op": "rollback", "code": "invalid_config"}, false, true},
+		{"bad answer", []string{"web"}, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<html>\n") },
+			[]string{"swap", "v2"}, exitFailed, map[string]any{"outcome": "unknown", "app": "web", "op": "swap", "new_version": "v2", "code": "error"}, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, cfg := writeConfig(t, tt.apps...)
+			if tt.invalid {
+				b, _ := os.ReadFile(cfg)
+				writeFile(t, cfg, string(b)+"colour = \"blue\"\n")
+			}
+			var d *fakeDaemon
+			if tt.daemon != nil {
+				d = newFakeDaemon(t, dir)
+				d.handle("/", tt.daemon)
+			}
+			// --json last: it must count when a flag before it fails.
+			got := run(t, append(append([]string{"-c", cfg}, tt.args...), "--json")...)
+			wantCode(t, got, tt.code)
+			var m map[string]any
+			dec := json.NewDecoder(strings.NewReader(got.stdout))
+			if err := dec.Decode(&m); err != nil || dec.More() {
+				t.Fatalf("stdout is not one JSON object: %v\n%s", err, got.stdout)
+			}
+			if m["ok"] != false || m["error"] == "" || !strings.Contains(got.stderr, strings.SplitN(m["error"].(string), "\n", 2)[0]) {
+				t.Errorf("result = %v, stderr %q: want ok false, an error, and that error on stderr", m, got.stderr)
+			}
+			for k, want := range tt.want {
+				if m[k] != want {
+					t.Errorf("%s = %v, want %v", k, m[k], want)
+				}
+			}
+			if _, ok := m["new_version"]; ok && tt.want["new_version"] == nil {
+				t.Errorf("new_version = %v, want none", m["new_version"])
+			}
+			if d != nil && (d.count() > 0) != tt.asked {
+				t.Errorf("daemon got %d requests, want asked = %v", d.count(), tt.asked)
+			}
+		})
 	}
 }

@@ -42,7 +42,8 @@ SIGHUP to the daemon (systemctl reload) does the same.`,
 		exits: `0  the new daemon serves; the old one drains and exits
 1  the new binary failed (the old daemon serves on), the upgrade was
    refused, or no daemon is running
-2  bad usage or invalid deploy.toml
+2  bad usage, or deploy.toml missing or not TOML (other problems are a
+   warning: the daemon keeps its last valid config)
 4  the connection to the old daemon was lost before its answer, or no
    answer came: which daemon serves is unknown; 'deployer status' tells`,
 		example: "deployer -c /srv/app/deploy.toml upgrade",

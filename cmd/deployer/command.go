@@ -19,6 +19,11 @@ type command struct {
 	// added when json is set.
 	flagsUsage string
 	json       bool // accepts --json
+	// jsonFailure, when set, is the object the command prints with --json
+	// when it ends in an error not reported yet (bad usage found after the
+	// flags, deploy.toml, no daemon, the daemon's refusal), so that --json
+	// always prints one object. exit still reports err on stderr.
+	jsonFailure func(inv *invocation, err error) any
 
 	summary string // one line for `deployer help`
 	about   string // what it does, for `deployer help NAME`

@@ -35,7 +35,7 @@ func TestUsageLine(t *testing.T) {
 		want string
 	}{
 		{swapCommand(), "deployer swap [APP] VERSION [--wait-drain] [--timeout DURATION] [--json]"},
-		{logsCommand(), "deployer logs [APP] [-f] [-n N]"},
+		{logsCommand(), "deployer logs [APP] [-f] [-n N] [--json]"},
 		{statusCommand(), "deployer status [APP] [--json]"},
 		{checkCommand(), "deployer check [--json]"},
 	}

@@ -10,13 +10,20 @@ import (
 )
 
 // usageError is bad usage: a one-line message, then the command's usage.
-type usageError struct{ msg string }
+type usageError struct {
+	msg  string
+	code string // for --json (errorCode); "" is "usage"
+}
 
 func (e *usageError) Error() string { return e.msg }
 
 func usageErrorf(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
+
+// errPermissionDenied means the kernel refused the connect to the control
+// socket (its mode): the daemon never heard of the request.
+var errPermissionDenied = errors.New("permission denied")
 
 // configError is a deploy.toml that cannot be used: missing, or invalid
 // (err then names file:line for each problem, one per line).
@@ -67,6 +74,49 @@ var errUnknownReported = errors.New("unknown outcome reported")
 // problems were printed (check --json): exit status 2, as for any invalid
 // file.
 var errConfigReported = errors.New("invalid config reported")
+
+// reported reports whether err has been reported on stdout already, so that
+// only its exit status is left to give.
+func reported(err error) bool {
+	return errors.Is(err, errReported) || errors.Is(err, errTimeoutReported) ||
+		errors.Is(err, errUnknownReported) || errors.Is(err, errConfigReported)
+}
+
+// errorCode names err for a JSON answer (--json), as stably as the daemon's
+// API codes: the daemon's own code when it refused, else the CLI's name for
+// it. refused says that the command surely started nothing: it ended
+// before the daemon began an operation.
+func errorCode(err error) (code string, refused bool) {
+	var (
+		usage    *usageError
+		config   *configError
+		noDaemon *noDaemonError
+		api      *apiError
+	)
+	switch {
+	case errors.As(err, &usage):
+		if usage.code != "" {
+			return usage.code, true
+		}
+		return "usage", true
+	case errors.As(err, &config):
+		if config.missing != "" {
+			return "no_config", true
+		}
+		return "invalid_config", true
+	case errors.As(err, &noDaemon):
+		return "no_daemon", true
+	case errors.Is(err, errPermissionDenied):
+		return "permission_denied", true
+	case errors.As(err, &api):
+		// A non-2xx answer comes instead of the operation's stream.
+		if api.body.Code != "" {
+			return api.body.Code, true
+		}
+		return fmt.Sprintf("http_%d", api.status), true
+	}
+	return "error", false
+}
 
 // exit reports err on stderr, unless it has been reported, and returns the
 // exit status for it. It is the one place errors become exit statuses.

@@ -54,3 +54,28 @@ func TestExit(t *testing.T) {
 		})
 	}
 }
+
+// TestErrorCode checks the codes --json gives the errors that end a command
+// before its result, and which of them surely started nothing.
+func TestErrorCode(t *testing.T) {
+	tests := []struct {
+		err         error
+		wantCode    string
+		wantRefused bool
+	}{
+		{usageErrorf("missing VERSION"), "usage", true},
+		{&usageError{msg: `unknown app "db"`, code: "unknown_app"}, "unknown_app", true},
+		{&configError{err: supervisor.ErrConfig}, "invalid_config", true},
+		{&configError{missing: "deploy.toml"}, "no_config", true},
+		{fmt.Errorf("dial: %w", &noDaemonError{socket: "/run/deployer.sock"}), "no_daemon", true},
+		{fmt.Errorf("%w: cannot connect to /run/deployer.sock", errPermissionDenied), "permission_denied", true},
+		{&apiError{status: 409, body: supervisor.APIError{Error: "busy", Code: "swap_running"}}, "swap_running", true},
+		{&apiError{status: 502, body: supervisor.APIError{Error: "bad gateway"}}, "http_502", true},
+		{errors.New("bad answer from daemon: EOF"), "error", false},
+	}
+	for _, tt := range tests {
+		if code, refused := errorCode(tt.err); code != tt.wantCode || refused != tt.wantRefused {
+			t.Errorf("errorCode(%v) = %q, %v; want %q, %v", tt.err, code, refused, tt.wantCode, tt.wantRefused)
+		}
+	}
+}

@@ -65,3 +65,26 @@ func TestHelpCoversEveryCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpSaysWhatIsTrue checks help texts that once said otherwise: start
+// launches the version that served last, not "its configured version", and
+// no help points to CONTRACT.md, which is not in the repository.
+func TestHelpSaysWhatIsTrue(t *testing.T) {
+	start := run(t, "help", "start").stdout
+	for _, want := range []string{"the version that served last", "'version' in deploy.toml when none has served yet", "edited since"} {
+		if !strings.Contains(start, want) {
+			t.Errorf("help start lacks %q:\n%s", want, start)
+		}
+	}
+	if strings.Contains(start, "configured version") {
+		t.Errorf("help start says an app starts at its configured version:\n%s", start)
+	}
+	if status := run(t, "help", "status").stdout; !strings.Contains(status, `the README's "Commands" section`) {
+		t.Errorf("help status does not point to the README's Commands section:\n%s", status)
+	}
+	for _, cmd := range commands() {
+		if help := run(t, "help", cmd.name).stdout; strings.Contains(help, "CONTRACT.md") {
+			t.Errorf("help %s points to CONTRACT.md, which is not in the repository", cmd.name)
+		}
+	}
+}
