@@ -233,7 +233,7 @@ func (c *client) logs(ctx context.Context, app string, n int, follow bool, w, no
 		if err != nil || end != "handover" {
 			return err
 		}
-		if pid == handedOver {
+		if pid != "" && pid == handedOver {
 			// That daemon again, accepting for a moment after the
 			// hand-over: ask again, the new one will answer.
 			select {
