@@ -27,6 +27,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/deployer/deployer/internal/testlog"
 	"github.com/deployer/deployer/sockets"
 	"github.com/deployer/deployer/supervisor"
 )
@@ -943,7 +944,7 @@ func TestDaemonUpgradeKeepsAppOutput(t *testing.T) {
 		return before >= 10
 	})
 	follow := exec.Command(deployerBin, "-c", u.config, "logs", "web", "-f", "-n", "5")
-	var followOut, followErr lockedBuffer
+	var followOut, followErr testlog.Buffer
 	follow.Stdout, follow.Stderr = &followOut, &followErr
 	if err := follow.Start(); err != nil {
 		t.Fatal(err)
@@ -1144,79 +1145,5 @@ func TestUpgradeKeepsTCPDrain(t *testing.T) {
 			t.Fatalf("websocket to the draining v1 %s after the upgrade: %q, %v", time.Duration(i)*300*time.Millisecond+time.Second, got, err)
 		}
 		time.Sleep(300 * time.Millisecond)
-	}
-}
-
-// lockedBuffer is a bytes.Buffer a process writes while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// An upgrade to a deploy.toml whose state_dir was edited is refused by
-// the new daemon: it would have found none of the apps in its state.json
-// and started them anew, while the old daemon left its processes running
-// when it handed over, to nobody. SIGHUP is the way in (the CLI looks
-// for the daemon in the new state_dir and finds none); the old daemon
-// serves on, with the same app processes.
-func TestDaemonUpgradeRefusesMovedStateDir(t *testing.T) {
-	u := newUpgradeEnv(t)
-	u.configure("3s", "")
-	u.startDaemon()
-	apps := u.appPIDs()
-	oldPID := u.daemonPID()
-	orig, err := os.ReadFile(u.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	moved := strings.Replace(string(orig), `state_dir = "run"`, `state_dir = "run2"`, 1)
-	if moved == string(orig) {
-		t.Fatal("the test's deploy.toml has no state_dir = \"run\"")
-	}
-	u.replaceConfig(moved)
-	waitFor(t, "the reload's refusal of state_dir", 10*time.Second, func() bool {
-		return strings.Contains(u.daemonLog(), "deployer.state_dir cannot change while the daemon runs")
-	})
-	if err := syscall.Kill(oldPID, syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the failed upgrade", 20*time.Second, func() bool {
-		return strings.Contains(u.daemonLog(), "SIGHUP: upgrade failed; serving on")
-	})
-	if log := u.daemonLog(); !strings.Contains(log, "is not the running daemon's") {
-		t.Errorf("the new daemon did not say why it refused:\n%s", log)
-	}
-	if _, err := os.Stat(filepath.Join(u.dir, "run2", "web")); err == nil {
-		t.Errorf("the refused daemon started web in run2")
-	}
-	u.replaceConfig(string(orig))
-	if got := u.daemonPID(); got != oldPID {
-		t.Fatalf("daemon pid %d, want the old daemon %d serving on", got, oldPID)
-	}
-	if got := u.appPIDs(); !slices.Equal(got, apps) {
-		t.Fatalf("app pids %v, want %v", got, apps)
-	}
-	if code, _, h := u.get("/"); code != 200 || h.Get("X-Version") != "v1" {
-		t.Fatalf("after the refused upgrade: got %d from %q, want 200 from v1", code, h.Get("X-Version"))
-	}
-	// A daemon whose state_dir stayed upgrades as before.
-	oldPID, newPID := u.upgrade()
-	if oldPID == newPID {
-		t.Fatal("no new daemon")
-	}
-	if got := u.appPIDs(); !slices.Equal(got, apps) {
-		t.Fatalf("app pids %v after the upgrade, want %v", got, apps)
 	}
 }
