@@ -3,7 +3,6 @@ package supervisor
 import (
 	"errors"
 	"fmt"
-	"os"
 	"testing"
 )
 
@@ -54,34 +53,10 @@ func TestSetInRotation(t *testing.T) {
 // said it was healthy: healthy meant "in rotation". Now healthy is false,
 // in_rotation true, and health_error says why.
 func TestStatusLastInstanceFailingChecks(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The app answers its first 3 health checks (the launch's among them),
 	// then leaves them unanswered.
-	cfg := loadString(t, fmt.Sprintf(`
-[deployer]
-listen = ""
-state_dir = %q
-[apps.web]
-command = [%q, "-test.run=^$"]
-version = "v1"
-health = "/healthz"
-settle = "0s"
-health_interval = "50ms"
-health_timeout = "100ms"
-fall = 2
-[apps.web.env]
-%s = "1"
-%s = "3"
-`, socketDir(t), exe, appRoleEnv, appHangCheckEnv))
-	d := runDaemon(t, cfg, DaemonOptions{})
-	d.waitReady(t)
-	a, err := d.app("web")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, a, _ := fakeAppDaemon(t, "settle = \"0s\"\nhealth_interval = \"50ms\"\nhealth_timeout = \"100ms\"\nfall = 2",
+		fmt.Sprintf("%s = \"3\"", appHangCheckEnv))
 	instance := func() InstanceStatus {
 		st := a.Status()
 		if len(st.Instances) != 1 {

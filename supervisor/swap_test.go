@@ -197,8 +197,9 @@ func TestFailedSwapFinishesItsRequests(t *testing.T) {
 
 // fakeAppDaemon runs a daemon for app web, version v1 played by the test
 // binary (runApp) with its health checks on, settings adds lines to the
-// app's table, and returns it once v1 serves.
-func fakeAppDaemon(t *testing.T, settings string) (*runningDaemon, *App, *version) {
+// app's table and env lines (NAME = "value") to its env, and returns it once
+// v1 serves.
+func fakeAppDaemon(t *testing.T, settings string, env ...string) (*runningDaemon, *App, *version) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -215,7 +216,8 @@ health = "/healthz"
 %s
 [apps.web.env]
 %s = "1"
-`, socketDir(t), exe, settings, appRoleEnv))
+%s
+`, socketDir(t), exe, settings, appRoleEnv, strings.Join(env, "\n")))
 	d := runDaemon(t, cfg, DaemonOptions{})
 	d.waitReady(t)
 	a, err := d.app("web")
