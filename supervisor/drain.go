@@ -35,16 +35,7 @@ func (a *App) drainWithin(v *version, keep int, timeout time.Duration) (cut int)
 	defer cancel()
 	start := time.Now()
 
-	// A stable path is a second link to a socket, told apart from a newer
-	// one by that socket's file. Left in place, current-1.sock after a swap
-	// from two instances to one (or current.sock during a stop) would go on
-	// taking new connections for v until its deadline, and those would be
-	// cut then.
-	for _, x := range a.extraStable(v, keep) {
-		if fi, err := os.Stat(x.path); err == nil && os.SameFile(fi, x.socket) {
-			sockets.Unlink(x.path)
-		}
-	}
+	a.unlinkExtraStable(v, keep)
 	cut = a.d.proxy.Retire(ctx, a.name, v.key)
 	var paths []string
 	for _, in := range v.instances {
@@ -124,18 +115,14 @@ func waitNoConnections(ctx context.Context, paths []string) int {
 	}
 }
 
-// stablePath is a stable path and the socket file it named when looked at.
-type stablePath struct {
-	path   string
-	socket os.FileInfo
-}
-
-// extraStable lists the stable paths from index keep on that name one of
-// v's sockets: the version now serving has fewer instances (none after a
-// stop). drain unlinks each that still names the same socket (not one a
-// newer version was renamed over since).
-func (a *App) extraStable(v *version, keep int) []stablePath {
-	var extra []stablePath
+// unlinkExtraStable removes the stable paths from index keep on that name
+// one of v's sockets: the version now serving has fewer instances (none
+// after a stop). A stable path is a second link to a socket, told apart
+// from one a newer version was renamed over by that socket's file. Left in
+// place, current-1.sock after a swap from two instances to one (or
+// current.sock during a stop) would go on taking new connections for v
+// until its deadline, and those would be cut then.
+func (a *App) unlinkExtraStable(v *version, keep int) {
 	for i := keep; i < len(v.instances); i++ {
 		_, ep, _, _ := v.instances[i].snapshot()
 		if ep.network != "unix" {
@@ -147,10 +134,9 @@ func (a *App) extraStable(v *version, keep int) []stablePath {
 			continue
 		}
 		if fv, err := os.Stat(ep.addr); err == nil && os.SameFile(fs, fv) {
-			extra = append(extra, stablePath{stable, fs})
+			sockets.Unlink(stable)
 		}
 	}
-	return extra
 }
 
 func (a *App) unlink(ep endpoint) {
