@@ -260,11 +260,7 @@ func (d *Daemon) checkReload(old, cfg *Config) error {
 // the listeners and files it opened, the control socket's access, the Redis
 // connection. A reload that changes one is refused whole; how says what
 // applies it.
-var frozenKeys = []struct {
-	key toml.Key
-	get func(*Config) any
-	how string
-}{
+var frozenKeys = []frozenKey{
 	// An upgrade refuses it too (cmd/deployer: handOnStateDir).
 	{toml.Key{"deployer", "state_dir"}, func(c *Config) any { return c.Deployer.StateDir }, restartIt},
 	{toml.Key{"deployer", "listen"}, func(c *Config) any { return c.Deployer.Listen }, upgradeIt},
@@ -284,6 +280,14 @@ var frozenKeys = []struct {
 	{toml.Key{"routes", "keyspace_events"}, func(c *Config) any { return c.Routes.KeyspaceEvents }, upgradeIt},
 	{toml.Key{"routes", "resync"}, func(c *Config) any { return c.Routes.Resync }, upgradeIt},
 	{toml.Key{"routes", "health_interval"}, func(c *Config) any { return c.Routes.HealthInterval }, upgradeIt},
+}
+
+// frozenKey is a key a reload may not change: get reads its value from a
+// Config, how says what applies a change.
+type frozenKey struct {
+	key toml.Key
+	get func(*Config) any
+	how string
 }
 
 const (

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/BurntSushi/toml"
 )
 
 func TestPendingChanges(t *testing.T) {
@@ -141,11 +139,7 @@ func TestFrozenKeysCoverConfig(t *testing.T) {
 		default:
 			t.Fatalf("%s: a field of kind %s: teach this test to set it", name, v.Kind())
 		}
-		frozen := slices.ContainsFunc(frozenKeys, func(f struct {
-			key toml.Key
-			get func(*Config) any
-			how string
-		}) bool {
+		frozen := slices.ContainsFunc(frozenKeys, func(f frozenKey) bool {
 			return !reflect.DeepEqual(f.get(&a), f.get(&b))
 		})
 		if frozen == live[name] {
