@@ -179,6 +179,11 @@ func (c *client) status(ctx context.Context, app string) ([]byte, error) {
 func (c *client) operate(ctx context.Context, app, op string, req supervisor.SwapRequest, progress func(supervisor.Event)) (*supervisor.Result, json.RawMessage, error) {
 	resp, err := c.do(ctx, http.MethodPost, appPath(app, op), nil, req)
 	if err != nil {
+		if ctx.Err() == nil && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+			// The daemon closed the connection before the answer's head:
+			// it read the request, and may have begun.
+			return nil, nil, errConnectionLost
+		}
 		return nil, nil, err
 	}
 	defer resp.Body.Close()

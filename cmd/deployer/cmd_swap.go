@@ -33,8 +33,9 @@ const swapExits = `0  VERSION serves all new traffic (with --wait-drain: and the
    version drains on. The output says which; with --json see
    "traffic_moved"
 4  the outcome is unknown: the connection to the daemon was lost before
-   its result (the daemon died or was killed), or no result came 10s
-   past --timeout. 'deployer status APP' shows what serves`
+   its result (the daemon died or was killed), no result came 10s past
+   --timeout, or the daemon's answer could not be read. 'deployer status
+   APP' shows what serves`
 
 const (
 	waitDrainUsage = "return only once the old version has drained and stopped too"
@@ -60,6 +61,7 @@ func swapCommand() *command {
 		flagsUsage:  opFlagsUsage,
 		json:        true,
 		jsonFailure: opFailure,
+		operation:   true,
 		summary:     "launch VERSION beside the running one and move new traffic to it",
 		about: `Launch VERSION of APP beside the running version and wait until it is
 healthy, then move new traffic to it with one atomic rename of its socket
@@ -113,6 +115,7 @@ func rollbackCommand() *command {
 		flagsUsage:  opFlagsUsage,
 		json:        true,
 		jsonFailure: opFailure,
+		operation:   true,
 		summary:     "swap back to the version that served before the last swap",
 		about: `Swap APP back to the version that served before the last swap, exactly
 as 'deployer swap' would: launch it, wait until it is healthy, move new
@@ -130,6 +133,7 @@ func restartCommand() *command {
 		flagsUsage:  opFlagsUsage,
 		json:        true,
 		jsonFailure: opFailure,
+		operation:   true,
 		summary:     "swap to the version already serving: fresh processes, no downtime",
 		about: `Swap APP to the version already serving: fresh processes, which pick up
 a changed environment or command from deploy.toml, with no request
@@ -146,14 +150,15 @@ func stopCommand() *command {
 		args:        []string{"[APP]"},
 		json:        true,
 		jsonFailure: opFailure,
+		operation:   true,
 		summary:     "drain APP and stop its processes; its requests are held until it starts again",
 		about: `Drain APP and stop its processes. New requests to APP are then held, up to
 queue_timeout, until 'deployer start APP' starts it again.`,
 		exits: `0  APP is stopped
 1  APP could not be stopped, or no daemon is running
 ` + configWarnExit + `
-4  the connection to the daemon was lost before its result: see
-   'deployer status APP'`,
+4  the outcome is unknown: the connection to the daemon was lost before
+   its result, or its answer could not be read: see 'deployer status APP'`,
 		example: "deployer stop web",
 		run: func(ctx context.Context, inv *invocation) error {
 			return inv.operateOnApp(ctx, "stop", supervisor.SwapRequest{})
@@ -270,10 +275,10 @@ func (inv *invocation) operateBy(ctx context.Context, b budget, cl *client, app,
 	if err != nil {
 		switch {
 		case errors.Is(context.Cause(ctx), errNoResult):
-			return inv.unknownResult(app, op, req.Version, b,
+			return inv.unknownResult(app, op, req.Version, b, "no_answer",
 				fmt.Sprintf("no result from the daemon within %s after --timeout", timeoutGrace))
 		case errors.Is(err, errConnectionLost):
-			return inv.unknownResult(app, op, req.Version, b,
+			return inv.unknownResult(app, op, req.Version, b, "connection_lost",
 				"the connection to the daemon was lost before its result")
 		}
 		return err
@@ -301,11 +306,11 @@ func (inv *invocation) operateBy(ctx context.Context, b budget, cl *client, app,
 }
 
 // unknownResult reports an operation whose result never arrived (why
-// says why): on stderr, and with --json as a result on stdout too, so that
+// says why, code names it as errorCode would): on stderr, and with --json as a result on stdout too, so that
 // a CI step always has one JSON object to read. Nothing is claimed about
 // what serves, the daemon may have swapped or not: the result has no
 // "traffic_moved".
-func (inv *invocation) unknownResult(app, op, version string, b budget, why string) error {
+func (inv *invocation) unknownResult(app, op, version string, b budget, code, why string) error {
 	msg := fmt.Sprintf("%s; the outcome is unknown: see 'deployer status %s'", why, app)
 	if inv.asJSON {
 		res := struct {
@@ -315,10 +320,11 @@ func (inv *invocation) unknownResult(app, op, version string, b budget, why stri
 			Op         string `json:"op"`
 			NewVersion string `json:"new_version,omitempty"`
 			Error      string `json:"error"`
+			Code       string `json:"code"`
 			DurationMS int64  `json:"duration_ms"`
 			TimeoutMS  int64  `json:"timeout_ms,omitempty"`
 		}{
-			Outcome: supervisor.OutcomeUnknown, App: app, Op: op, NewVersion: version, Error: msg,
+			Outcome: supervisor.OutcomeUnknown, App: app, Op: op, NewVersion: version, Error: msg, Code: code,
 			DurationMS: time.Since(b.start).Milliseconds(), TimeoutMS: b.timeout.Milliseconds(),
 		}
 		out, err := json.MarshalIndent(res, "", "  ")

@@ -398,6 +398,17 @@ func TestSwapPlainOutput(t *testing.T) {
 // "unknown" when the daemon may have begun. The exit status and the
 // message on stderr are what they are without --json.
 func TestOpJSONRefused(t *testing.T) {
+	// hangUp reads the request, then closes the connection without an
+	// answer: the daemon may have begun, as when it is killed there.
+	hangUp := func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		c.Close()
+	}
 	busy := answer(http.StatusConflict, supervisor.APIError{Error: "supervisor: another operation is running on web", Code: "swap_running"})
 	tests := []struct {
 		name    string
@@ -430,7 +441,11 @@ func TestOpJSONRefused(t *testing.T) {
 		{"invalid deploy.toml", []string{"web"}, busy, []string{"rollback", "web"}, exitUsage,
 			map[string]any{"outcome": "refused", "app": "web", "op": "rollback", "code": "invalid_config"}, false, true},
 		{"bad answer", []string{"web"}, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<html>\n") },
-			[]string{"swap", "v2"}, exitFailed, map[string]any{"outcome": "unknown", "app": "web", "op": "swap", "new_version": "v2", "code": "error"}, true, false},
+			[]string{"swap", "v2"}, exitUnknown, map[string]any{"outcome": "unknown", "app": "web", "op": "swap", "new_version": "v2", "code": "error"}, true, false},
+		{"closed before the answer", []string{"web"}, hangUp, []string{"swap", "v2"}, exitUnknown,
+			map[string]any{"outcome": "unknown", "app": "web", "op": "swap", "new_version": "v2", "code": "connection_lost"}, true, false},
+		{"stop closed before the answer", []string{"web"}, hangUp, []string{"stop", "web"}, exitUnknown,
+			map[string]any{"outcome": "unknown", "app": "web", "op": "stop", "code": "connection_lost"}, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -24,6 +24,10 @@ type command struct {
 	// flags, deploy.toml, no daemon, the daemon's refusal), so that --json
 	// always prints one object. exit still reports err on stderr.
 	jsonFailure func(inv *invocation, err error) any
+	// operation marks swap, rollback, restart and stop: once the request
+	// may have reached the daemon, an error that is not a refusal
+	// (errorCode) leaves the outcome unknown, exit 4, as opFailure says.
+	operation bool
 
 	summary string // one line for `deployer help`
 	about   string // what it does, for `deployer help NAME`

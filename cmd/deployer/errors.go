@@ -114,6 +114,10 @@ func errorCode(err error) (code string, refused bool) {
 			return api.body.Code, true
 		}
 		return fmt.Sprintf("http_%d", api.status), true
+	case errors.Is(err, errConnectionLost):
+		return "connection_lost", false
+	case errors.Is(err, errNoAnswer):
+		return "no_answer", false
 	}
 	return "error", false
 }
@@ -163,6 +167,14 @@ func (inv *invocation) exit(err error) int {
 			return exitUsage
 		}
 		return exitFailed
+	}
+	if _, refused := errorCode(err); !refused && inv.cmd != nil && inv.cmd.operation {
+		// The request may have reached the daemon (a bad answer, an
+		// interrupt, a connection closed before the answer's head): it may
+		// be swapping now. Exit 1 would say the old version serves on.
+		fmt.Fprintf(inv.stderr, "%s: %v; the outcome is unknown: see 'deployer status %s'\n",
+			inv.prefix(), err, firstOf(inv.app, inv.appArg()))
+		return exitUnknown
 	}
 	fmt.Fprintf(inv.stderr, "%s: %v\n", inv.prefix(), err)
 	return exitFailed
