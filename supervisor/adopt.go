@@ -69,6 +69,9 @@ func (d *Daemon) retireRemoved(name string, sa stateApp) {
 	if sa.Serving != nil {
 		sa.Draining = append(sa.Draining, *sa.Serving)
 	}
+	if sa.Starting != nil {
+		sa.Draining = append(sa.Draining, *sa.Starting)
+	}
 	for _, sv := range sa.Draining {
 		if v := a.adoptVersion(sv); v != nil {
 			versions = append(versions, v)
@@ -110,6 +113,15 @@ func (a *App) adopt(sa stateApp) bool {
 	if sockets.Held(a.layout(), a.name) {
 		a.setPaused(true)
 	}
+	// The serving version is adopted below; a launch the last daemon did
+	// not finish is retired once it is (the deferred call reads serving
+	// as it is when adopt returns).
+	var serving *version
+	if sa.Starting != nil {
+		if u := a.adoptVersion(*sa.Starting); u != nil {
+			defer func() { a.retireUnfinished(u, serving) }()
+		}
+	}
 	for _, sv := range sa.Draining {
 		if v := a.adoptVersion(sv); v != nil {
 			a.mu.Lock()
@@ -141,6 +153,7 @@ func (a *App) adopt(sa stateApp) bool {
 	}
 	a.serveInProxy(v)
 	v.state.Store(StateServing)
+	serving = v
 	a.mu.Lock()
 	a.serving, a.state = v, StateServing
 	if a.last == "" {
@@ -149,6 +162,23 @@ func (a *App) adopt(sa stateApp) bool {
 	a.mu.Unlock()
 	a.watch(v) // an instance that did not survive is restarted from here
 	return true
+}
+
+// retireUnfinished stops u, a version whose start or swap the last daemon
+// began and never finished (it crashed meanwhile): its processes still run,
+// and no one else would stop them. The state file's serving version serves
+// on, as after a failed swap; the swap's client was told the outcome is
+// unknown. If the crash came after the stable paths moved to u, they are
+// put back on serving's sockets first, and u drains as a version that
+// took traffic does: connections an outer proxy opened to it finish
+// within its drain_timeout.
+func (a *App) retireUnfinished(u, serving *version) {
+	a.log.Warn("a start or swap the last daemon did not finish: stopping its processes", "version", u.name)
+	a.restoreStable(serving, u, len(u.instances))
+	a.mu.Lock()
+	a.beginDrainLocked(u, time.Now().Add(u.cfg.DrainTimeout))
+	a.mu.Unlock()
+	go a.drain(u, 0)
 }
 
 // daemonProcess names a daemon process by pid and start time.

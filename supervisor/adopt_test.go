@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"maps"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -130,5 +133,87 @@ func TestAdoptKeepsLaunchSettings(t *testing.T) {
 	}
 	if !slices.Contains(after, "env") || bytes.Contains(b, []byte(`"NEW"`)) {
 		t.Errorf("env: pending %q, state %s; want env pending and no env values in the state", after, b)
+	}
+}
+
+// A start or swap that the last daemon began and never finished (it crashed
+// while the new version was launched, here after its stable path moved)
+// left processes that no one stopped: the state file did not list them.
+// The next daemon stops them, as after a failed swap, and the stable path
+// names the serving version's socket again.
+func TestAdoptRetiresUnfinishedLaunch(t *testing.T) {
+	d := newTestDaemon(t)
+	a, err := d.app("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := a.layout().AppDir("web")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	serve := func(name string) string {
+		path := filepath.Join(dir, name)
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		return path
+	}
+	// Stand-ins for the two versions' processes; they outlive no one.
+	sleeper := func() (pid int, ticks uint64, exited <-chan struct{}) {
+		cmd := exec.Command("sleep", "60")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-done })
+		ticks, err := startTicks(cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cmd.Process.Pid, ticks, done
+	}
+	s1, s2 := serve("v1-0.sock"), serve("v2-0.sock")
+	p1, t1, v1Exited := sleeper()
+	p2, t2, v2Exited := sleeper()
+	stable := a.layout().Stable("web", 0)
+	if err := sockets.Swap(s1, stable); err != nil {
+		t.Fatal(err)
+	}
+	if err := sockets.Swap(s2, stable); err != nil { // the swap's rename, then the crash
+		t.Fatal(err)
+	}
+	t.Cleanup(a.drains.Wait)
+	t.Cleanup(d.cancel) // first: no crash restart of v1 when its stand-in is killed
+
+	a.adopt(stateApp{
+		Serving:  &stateVersion{Version: "v1", Instances: []stateInstance{{PID: p1, StartTicks: t1, Socket: s1}}},
+		Starting: &stateVersion{Version: "v2", Instances: []stateInstance{{PID: p2, StartTicks: t2, Socket: s2}}},
+	})
+	if !sameFile(stable, s1) {
+		t.Errorf("%s does not name v1's socket after the takeover", stable)
+	}
+	select {
+	case <-v2Exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unfinished launch's process still runs 10s after the takeover")
+	}
+	select {
+	case <-v1Exited:
+		t.Fatal("the serving version's process was stopped")
+	default:
+	}
+	a.mu.Lock()
+	serving := a.serving
+	a.mu.Unlock()
+	if serving == nil || serving.name != "v1" {
+		t.Errorf("serving %v after the takeover, want v1", serving)
+	}
+	if sa := a.persisted(); sa.Starting != nil {
+		t.Errorf("the state still lists %s as starting", sa.Starting.Version)
 	}
 }

@@ -78,9 +78,13 @@ type App struct {
 	lastConfigured string
 	draining       map[*version]struct{}
 	drains         sync.WaitGroup // one per version in draining
-	state          string         // when nothing serves: starting, stopped or failed
-	lastErr        string
-	paused         bool
+	// starting is the version a start or swap launched that neither
+	// serves nor failed yet: the state file lists it, so that a daemon
+	// taking over after a crash stops its processes (retireUnfinished).
+	starting *version
+	state    string // when nothing serves: starting, stopped or failed
+	lastErr  string
+	paused   bool
 	// userStopped: stopped by `deployer stop`; boot retries leave it alone.
 	userStopped bool
 }
@@ -188,7 +192,7 @@ func (a *App) startLocked(ctx context.Context, op, name string, progress progres
 	}
 	res.ReadyMS, res.SwitchMS, res.TrafficMoved = res.DurationMS, res.DurationMS, true
 	a.mu.Lock()
-	a.serving, a.lastErr = v, ""
+	a.serving, a.starting, a.lastErr = v, nil, ""
 	a.setLastLocked(name)
 	a.mu.Unlock()
 	a.watch(v)
@@ -266,7 +270,7 @@ func (a *App) Swap(ctx context.Context, op, name string, waitDrain bool, progres
 		return res, nil
 	}
 	a.mu.Lock()
-	a.serving, a.previous, a.lastErr = v, old.name, ""
+	a.serving, a.starting, a.previous, a.lastErr = v, nil, old.name, ""
 	a.setLastLocked(name)
 	a.beginDrainLocked(old, time.Now().Add(old.cfg.DrainTimeout))
 	a.mu.Unlock()
@@ -385,6 +389,9 @@ func (a *App) stopLocked(progress progressFunc) (*Result, error) {
 // (kept in the state file, so a daemon taking over keeps it too); drain
 // ends it. a.mu is held.
 func (a *App) beginDrainLocked(v *version, deadline time.Time) {
+	if a.starting == v {
+		a.starting = nil
+	}
 	a.draining[v] = struct{}{}
 	v.drainDeadline = deadline
 	a.drains.Add(1)

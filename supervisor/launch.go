@@ -61,6 +61,7 @@ func (a *App) launch(ctx context.Context, name string, progress progressFunc) (*
 			break
 		}
 		in.set(p, ep, false)
+		a.setStarting(v)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -88,6 +89,18 @@ func (a *App) launch(ctx context.Context, name string, progress progressFunc) (*
 	}
 	v.state.Store(StateServing)
 	return v, nil
+}
+
+// setStarting records v, whose processes are being launched, in the state
+// file (once per process: each fork is on disk before the next): a daemon
+// that crashes before v serves or fails leaves them to the one that takes
+// over, which stops them (retireUnfinished) instead of letting them run on,
+// no one's.
+func (a *App) setStarting(v *version) {
+	a.mu.Lock()
+	a.starting = v
+	a.mu.Unlock()
+	a.d.saveState()
 }
 
 // startInstance launches the process for instance i of v on a fresh socket
@@ -191,6 +204,15 @@ func (a *App) kill(v *version) {
 		}
 	}
 	v.state.Store(StateFailed)
+	a.mu.Lock()
+	recorded := a.starting == v
+	if recorded {
+		a.starting = nil
+	}
+	a.mu.Unlock()
+	if recorded {
+		a.d.saveState()
+	}
 }
 
 // activate moves traffic to v: the built-in proxy first, then one rename per

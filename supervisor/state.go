@@ -34,6 +34,9 @@ type stateApp struct {
 	Paused     bool           `json:"paused"`
 	Stopped    bool           `json:"stopped,omitempty"` // by `deployer stop`
 	Draining   []stateVersion `json:"draining,omitempty"`
+	// Starting is a version launched and not serving yet (a start or a
+	// swap in progress): after a crash the next daemon stops it.
+	Starting *stateVersion `json:"starting,omitempty"`
 }
 
 type stateVersion struct {
@@ -116,6 +119,10 @@ func (a *App) persisted() stateApp {
 		sv := v.persisted(now)
 		sv.Deadline = v.drainDeadline
 		sa.Draining = append(sa.Draining, sv)
+	}
+	if v := a.starting; v != nil {
+		sv := v.persisted(now)
+		sa.Starting = &sv
 	}
 	return sa
 }

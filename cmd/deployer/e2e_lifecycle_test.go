@@ -2,10 +2,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -269,4 +273,84 @@ func waitHeld(t *testing.T, held <-chan slowResult, notAnswered string) {
 	case <-time.After(15 * time.Second):
 		t.Fatal(notAnswered)
 	}
+}
+
+// A daemon killed while a swap launches the new version (v2 is up, not
+// healthy yet) left v2's process running, no one's: the state file did not
+// list it. The next daemon stops it, and v1, adopted, serves on, as after a
+// failed swap. The swap's client, cut off, says the outcome is unknown.
+func TestCrashDuringSwapStopsNewVersion(t *testing.T) {
+	e := newEnv(t)
+	e.basicConfig("")
+	unhealthy := filepath.Join(e.dir, "v2-unhealthy")
+	writeFile(t, unhealthy, "")
+	e.release("v2", "-unhealthy-file", unhealthy)
+	e.start()
+	v1 := e.instance("web", 0).PID
+	t.Cleanup(func() { syscall.Kill(v1, syscall.SIGKILL) }) // adopted: not the last daemon's child
+
+	swap := exec.Command(deployerBin, "-c", e.config, "swap", "web", "v2", "--json")
+	var out bytes.Buffer
+	swap.Stdout = &out
+	if err := swap.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var v2 int
+	waitFor(t, "v2's process in the state file", 10*time.Second, func() bool {
+		var st struct {
+			Apps map[string]struct {
+				Starting *struct {
+					Version   string
+					Instances []struct{ PID int }
+				}
+			}
+		}
+		b, err := os.ReadFile(filepath.Join(e.dir, "run", "state.json"))
+		if err != nil || json.Unmarshal(b, &st) != nil {
+			return false
+		}
+		s := st.Apps["web"].Starting
+		if s == nil || s.Version != "v2" || len(s.Instances) != 1 || s.Instances[0].PID == 0 {
+			return false
+		}
+		v2 = s.Instances[0].PID
+		return true
+	})
+	t.Cleanup(func() { syscall.Kill(v2, syscall.SIGKILL) })
+	e.killDaemon()
+	err := swap.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitUnknown || !strings.Contains(out.String(), `"outcome": "unknown"`) {
+		t.Errorf("swap cut off by the crash: %v, stdout %s; want exit %d and outcome unknown", err, out.String(), exitUnknown)
+	}
+	if gone(v2) {
+		t.Fatal("v2's process ended with the daemon: nothing left to stop")
+	}
+
+	e.launch()
+	e.waitState("web", supervisor.StateServing, 10*time.Second)
+	waitFor(t, "v2's process to stop", 15*time.Second, func() bool { return gone(v2) })
+	if got := e.instance("web", 0).PID; got != v1 {
+		t.Errorf("web runs pid %d after the crash, want v1's %d adopted", got, v1)
+	}
+	if code, body, _ := e.get("/"); code != 200 || !strings.Contains(body, "v1") {
+		t.Errorf("GET / after the takeover: %d %q, want v1", code, body)
+	}
+	if !strings.Contains(e.logs.String(), "did not finish") {
+		t.Errorf("the takeover did not say it stopped an unfinished launch:\n%s", e.logs.String())
+	}
+}
+
+// gone reports whether pid has exited: no such process, or a zombie whose
+// parent has not reaped it yet.
+func gone(pid int) bool {
+	if syscall.Kill(pid, 0) == syscall.ESRCH {
+		return true
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	_, rest, ok := strings.Cut(string(b), ") ")
+	return ok && strings.HasPrefix(rest, "Z")
 }
