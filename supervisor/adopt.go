@@ -65,15 +65,24 @@ func (d *Daemon) retireRemoved(name string, sa stateApp) {
 	}
 	a := newApp(d, defaultApp(name, d.config().Deployer))
 	a.removed.Store(true)
+	// A version that was draining keeps its deadline; the others (serving,
+	// or launched and never serving) drain from now.
 	var versions []*version
-	if sa.Serving != nil {
-		sa.Draining = append(sa.Draining, *sa.Serving)
-	}
-	if sa.Starting != nil {
-		sa.Draining = append(sa.Draining, *sa.Starting)
-	}
 	for _, sv := range sa.Draining {
 		if v := a.adoptVersion(sv); v != nil {
+			v.drainDeadline = sv.Deadline
+			if sv.Deadline.IsZero() { // a state file from before deadlines were kept
+				v.drainDeadline = time.Now().Add(v.cfg.DrainTimeout)
+			}
+			versions = append(versions, v)
+		}
+	}
+	for _, sv := range []*stateVersion{sa.Serving, sa.Starting} {
+		if sv == nil {
+			continue
+		}
+		if v := a.adoptVersion(*sv); v != nil {
+			v.drainDeadline = time.Now().Add(v.cfg.DrainTimeout)
 			versions = append(versions, v)
 		}
 	}
@@ -86,13 +95,13 @@ func (d *Daemon) retireRemoved(name string, sa stateApp) {
 	d.mu.Unlock()
 	a.mu.Lock()
 	for _, v := range versions {
-		a.beginDrainLocked(v, time.Now().Add(v.cfg.DrainTimeout))
+		a.beginDrainLocked(v, v.drainDeadline)
 	}
 	a.mu.Unlock()
 	go func() {
 		var wg sync.WaitGroup
 		for _, v := range versions {
-			wg.Go(func() { a.drain(v, 0) })
+			wg.Go(func() { a.drainWithin(v, 0, max(time.Until(v.drainDeadline), 0)) })
 		}
 		wg.Wait()
 		d.forgetApp(a)

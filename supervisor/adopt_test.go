@@ -217,3 +217,51 @@ func TestAdoptRetiresUnfinishedLaunch(t *testing.T) {
 		t.Errorf("the state still lists %s as starting", sa.Starting.Version)
 	}
 }
+
+// An app removed from deploy.toml while its old version drained keeps that
+// drain's deadline when the next daemon stops what it left: the drain used
+// to start again, a whole drain_timeout (30s by default) from the takeover.
+func TestRetireRemovedKeepsDrainDeadline(t *testing.T) {
+	d, _, _ := fakeAppDaemon(t, "")
+	dir := filepath.Join(d.layout.StateDir, "gone")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "v1-0.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// An outer proxy's connection that stays open: the drain waits for
+	// it until the deadline.
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cmd := exec.Command("sleep", "60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-exited })
+	ticks, err := startTicks(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	d.retireRemoved("gone", stateApp{Draining: []stateVersion{{
+		Version:   "v1",
+		Instances: []stateInstance{{PID: cmd.Process.Pid, StartTicks: ticks, Socket: sock}},
+		Deadline:  time.Now().Add(500 * time.Millisecond),
+	}}})
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the removed app's draining version still runs 5s after the takeover; its deadline was 500ms away")
+	}
+	eventually(t, "the removed app forgotten", func() bool { return len(d.removingApps()) == 0 })
+}
