@@ -172,8 +172,8 @@ func (inv *invocation) exit(err error) int {
 		// The request may have reached the daemon (a bad answer, an
 		// interrupt, a connection closed before the answer's head): it may
 		// be swapping now. Exit 1 would say the old version serves on.
-		fmt.Fprintf(inv.stderr, "%s: %v; the outcome is unknown: see 'deployer status %s'\n",
-			inv.prefix(), err, firstOf(inv.app, inv.appArg()))
+		fmt.Fprintf(inv.stderr, "%s: %v; the outcome is unknown: see '%s'\n",
+			inv.prefix(), err, strings.TrimSpace("deployer status "+firstOf(inv.app, inv.appArg())))
 		return exitUnknown
 	}
 	fmt.Fprintf(inv.stderr, "%s: %v\n", inv.prefix(), err)

@@ -39,12 +39,18 @@ func TestExit(t *testing.T) {
 		{"swap running", &apiError{status: 409, body: supervisor.APIError{Error: "a swap of web is running", Code: "swap_running"}}, exitFailed,
 			"deployer swap: a swap of web is running\n"},
 		{"lost", errConnectionLost, exitUnknown, "deployer swap: connection to daemon lost\n"},
-		{"anything else", context.DeadlineExceeded, exitFailed, "deployer swap: context deadline exceeded\n"},
+		// An operation's request may have reached the daemon: unknown.
+		{"anything else", context.DeadlineExceeded, exitUnknown,
+			"deployer swap: context deadline exceeded; the outcome is unknown: see 'deployer status'\n"},
+		{"anything else, not an operation", context.DeadlineExceeded, exitFailed, "deployer status: context deadline exceeded\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stderr strings.Builder
 			inv := &invocation{stderr: &stderr, cmd: swapCommand()}
+			if strings.HasSuffix(tt.name, "not an operation") {
+				inv.cmd = statusCommand()
+			}
 			if code := inv.exit(tt.err); code != tt.wantCode {
 				t.Errorf("exit status %d, want %d", code, tt.wantCode)
 			}
@@ -72,6 +78,8 @@ func TestErrorCode(t *testing.T) {
 		{&apiError{status: 409, body: supervisor.APIError{Error: "busy", Code: "swap_running"}}, "swap_running", true},
 		{&apiError{status: 502, body: supervisor.APIError{Error: "bad gateway"}}, "http_502", true},
 		{errors.New("bad answer from daemon: EOF"), "error", false},
+		{errConnectionLost, "connection_lost", false},
+		{fmt.Errorf("%w within 1m0s", errNoAnswer), "no_answer", false},
 	}
 	for _, tt := range tests {
 		if code, refused := errorCode(tt.err); code != tt.wantCode || refused != tt.wantRefused {
