@@ -161,25 +161,9 @@ func TestAdoptRetiresUnfinishedLaunch(t *testing.T) {
 		go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 		return path
 	}
-	// Stand-ins for the two versions' processes; they outlive no one.
-	sleeper := func() (pid int, ticks uint64, exited <-chan struct{}) {
-		cmd := exec.Command("sleep", "60")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-done })
-		ticks, err := startTicks(cmd.Process.Pid)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cmd.Process.Pid, ticks, done
-	}
 	s1, s2 := serve("v1-0.sock"), serve("v2-0.sock")
-	p1, t1, v1Exited := sleeper()
-	p2, t2, v2Exited := sleeper()
+	p1, t1, v1Exited := standIn(t)
+	p2, t2, v2Exited := standIn(t)
 	stable := a.layout().Stable("web", 0)
 	if err := sockets.Swap(s1, stable); err != nil {
 		t.Fatal(err)
@@ -240,22 +224,11 @@ func TestRetireRemovedKeepsDrainDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	cmd := exec.Command("sleep", "60")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-exited })
-	ticks, err := startTicks(cmd.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pid, ticks, exited := standIn(t)
 
 	d.retireRemoved("gone", stateApp{Draining: []stateVersion{{
 		Version:   "v1",
-		Instances: []stateInstance{{PID: cmd.Process.Pid, StartTicks: ticks, Socket: sock}},
+		Instances: []stateInstance{{PID: pid, StartTicks: ticks, Socket: sock}},
 		Deadline:  time.Now().Add(500 * time.Millisecond),
 	}}})
 	select {
@@ -264,4 +237,24 @@ func TestRetireRemovedKeepsDrainDeadline(t *testing.T) {
 		t.Fatal("the removed app's draining version still runs 5s after the takeover; its deadline was 500ms away")
 	}
 	eventually(t, "the removed app forgotten", func() bool { return len(d.removingApps()) == 0 })
+}
+
+// standIn starts a process that stands for an app's (in a process group of
+// its own, as the daemon starts them), killed at the test's end; exited is
+// closed once it has exited and been reaped.
+func standIn(t *testing.T) (pid int, ticks uint64, exited <-chan struct{}) {
+	t.Helper()
+	cmd := exec.Command("sleep", "60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-done })
+	ticks, err := startTicks(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid, ticks, done
 }
