@@ -305,26 +305,33 @@ func (inv *invocation) operateBy(ctx context.Context, b budget, cl *client, app,
 	return errReported
 }
 
+// opEnd is the JSON an operation prints when it ends without the daemon's
+// result (opFailure, unknownResult): a CI step always has one object with
+// ok, outcome, app, op, error and code.
+type opEnd struct {
+	OK         bool   `json:"ok"`
+	Outcome    string `json:"outcome"`
+	App        string `json:"app"`
+	Op         string `json:"op"`
+	NewVersion string `json:"new_version,omitempty"`
+	Error      string `json:"error"`
+	Code       string `json:"code"`
+}
+
 // unknownResult reports an operation whose result never arrived (why
-// says why, code names it as errorCode would): on stderr, and with --json as a result on stdout too, so that
-// a CI step always has one JSON object to read. Nothing is claimed about
-// what serves, the daemon may have swapped or not: the result has no
-// "traffic_moved".
+// says why, code names it as errorCode would): on stderr, and with --json
+// as a result on stdout too, so that a CI step always has one JSON object
+// to read. Nothing is claimed about what serves, the daemon may have
+// swapped or not: the result has no "traffic_moved".
 func (inv *invocation) unknownResult(app, op, version string, b budget, code, why string) error {
 	msg := fmt.Sprintf("%s; the outcome is unknown: see 'deployer status %s'", why, app)
 	if inv.asJSON {
 		res := struct {
-			OK         bool   `json:"ok"`
-			Outcome    string `json:"outcome"`
-			App        string `json:"app"`
-			Op         string `json:"op"`
-			NewVersion string `json:"new_version,omitempty"`
-			Error      string `json:"error"`
-			Code       string `json:"code"`
-			DurationMS int64  `json:"duration_ms"`
-			TimeoutMS  int64  `json:"timeout_ms,omitempty"`
+			opEnd
+			DurationMS int64 `json:"duration_ms"`
+			TimeoutMS  int64 `json:"timeout_ms,omitempty"`
 		}{
-			Outcome: supervisor.OutcomeUnknown, App: app, Op: op, NewVersion: version, Error: msg, Code: code,
+			opEnd:      opEnd{Outcome: supervisor.OutcomeUnknown, App: app, Op: op, NewVersion: version, Error: msg, Code: code},
 			DurationMS: time.Since(b.start).Milliseconds(), TimeoutMS: b.timeout.Milliseconds(),
 		}
 		out, err := json.MarshalIndent(res, "", "  ")
@@ -345,8 +352,7 @@ const outcomeRefused = "refused"
 // they end without a result: "refused" when they surely started nothing (bad
 // usage found after the flags, an invalid deploy.toml, no daemon, another
 // operation running), with code naming why (errorCode); "unknown" when the
-// daemon may have begun, as in unknownResult. Shaped like unknownResult, so
-// that a CI step always has one object with ok, outcome, app, op and error.
+// daemon may have begun, as in unknownResult.
 func opFailure(inv *invocation, err error) any {
 	code, refused := errorCode(err)
 	outcome := outcomeRefused
@@ -358,15 +364,7 @@ func opFailure(inv *invocation, err error) any {
 	if n := len(inv.args); inv.cmd.name == "swap" && n >= 1 && n <= 2 {
 		version = inv.args[n-1]
 	}
-	return struct {
-		OK         bool   `json:"ok"`
-		Outcome    string `json:"outcome"`
-		App        string `json:"app"`
-		Op         string `json:"op"`
-		NewVersion string `json:"new_version,omitempty"`
-		Error      string `json:"error"`
-		Code       string `json:"code"`
-	}{Outcome: outcome, App: app, Op: inv.cmd.name, NewVersion: version, Error: err.Error(), Code: code}
+	return opEnd{Outcome: outcome, App: app, Op: inv.cmd.name, NewVersion: version, Error: err.Error(), Code: code}
 }
 
 // clock formats an event's time for a progress line; local time of day is
