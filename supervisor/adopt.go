@@ -66,26 +66,30 @@ func (d *Daemon) retireRemoved(name string, sa stateApp) {
 	a := newApp(d, defaultApp(name, d.config().Deployer))
 	a.removed.Store(true)
 	// A version that was draining keeps its deadline; the others (serving,
-	// or launched and never serving) drain from now.
+	// launched and never serving, or from a state file written before
+	// deadlines were kept) drain from now. a is no one else's yet.
 	var versions []*version
-	for _, sv := range sa.Draining {
-		if v := a.adoptVersion(sv); v != nil {
-			v.drainDeadline = sv.Deadline
-			if sv.Deadline.IsZero() { // a state file from before deadlines were kept
-				v.drainDeadline = time.Now().Add(v.cfg.DrainTimeout)
-			}
-			versions = append(versions, v)
-		}
-	}
-	for _, sv := range []*stateVersion{sa.Serving, sa.Starting} {
+	retire := func(sv *stateVersion, deadline time.Time) {
 		if sv == nil {
-			continue
+			return
 		}
-		if v := a.adoptVersion(*sv); v != nil {
-			v.drainDeadline = time.Now().Add(v.cfg.DrainTimeout)
-			versions = append(versions, v)
+		v := a.adoptVersion(*sv)
+		if v == nil {
+			return
 		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(v.cfg.DrainTimeout)
+		}
+		a.mu.Lock()
+		a.beginDrainLocked(v, deadline)
+		a.mu.Unlock()
+		versions = append(versions, v)
 	}
+	for _, sv := range sa.Draining {
+		retire(&sv, sv.Deadline)
+	}
+	retire(sa.Serving, time.Time{})
+	retire(sa.Starting, time.Time{})
 	if len(versions) == 0 {
 		return
 	}
@@ -93,11 +97,6 @@ func (d *Daemon) retireRemoved(name string, sa stateApp) {
 	d.mu.Lock()
 	d.removing[a] = struct{}{}
 	d.mu.Unlock()
-	a.mu.Lock()
-	for _, v := range versions {
-		a.beginDrainLocked(v, v.drainDeadline)
-	}
-	a.mu.Unlock()
 	go func() {
 		var wg sync.WaitGroup
 		for _, v := range versions {
@@ -184,10 +183,7 @@ func (a *App) adopt(sa stateApp) bool {
 func (a *App) retireUnfinished(u, serving *version) {
 	a.log.Warn("a start or swap the last daemon did not finish: stopping its processes", "version", u.name)
 	a.restoreStable(serving, u, len(u.instances))
-	a.mu.Lock()
-	a.beginDrainLocked(u, time.Now().Add(u.cfg.DrainTimeout))
-	a.mu.Unlock()
-	go a.drain(u, 0)
+	a.retireFailed(u)
 }
 
 // daemonProcess names a daemon process by pid and start time.
