@@ -36,15 +36,21 @@ func TestPauseResume(t *testing.T) {
 	}
 }
 
-func TestShutdown(t *testing.T) {
-	dir, cfg := writeConfig(t, "web")
+// goingDaemon is a fake daemon that answers POST /v1/shutdown as the daemon
+// does: it answers, then goes. Shutdown lets the answer out first; closing
+// the listener removes the socket file.
+func goingDaemon(t *testing.T, dir string) {
+	t.Helper()
 	d := newFakeDaemon(t, dir)
 	d.handle("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("{}\n"))
-		// Like the daemon: answer, then go. Shutdown lets this answer out
-		// first; closing the listener removes the socket file.
 		go d.srv.Shutdown(context.Background())
 	})
+}
+
+func TestShutdown(t *testing.T) {
+	dir, cfg := writeConfig(t, "web")
+	goingDaemon(t, dir)
 
 	got := run(t, "shutdown", "-c", cfg)
 	wantCode(t, got, exitOK)
@@ -57,11 +63,7 @@ func TestShutdown(t *testing.T) {
 // was refused ("flag provided but not defined").
 func TestShutdownJSON(t *testing.T) {
 	dir, cfg := writeConfig(t, "web")
-	d := newFakeDaemon(t, dir)
-	d.handle("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("{}\n"))
-		go d.srv.Shutdown(context.Background())
-	})
+	goingDaemon(t, dir)
 	got := run(t, "shutdown", "--json", "-c", cfg)
 	wantCode(t, got, exitOK)
 	if want := "{\n  \"ok\": true\n}\n"; got.stdout != want || got.stderr != "" {
