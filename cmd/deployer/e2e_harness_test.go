@@ -371,12 +371,26 @@ type load struct {
 
 func startLoad(t *testing.T, url string, n int) *load {
 	t.Helper()
+	return startLoadVia(t, url, n, "")
+}
+
+// startLoadVia is startLoad through the unix socket at socket, as an outer
+// proxy (nginx) connects to current.sock; "" dials url's host over TCP.
+func startLoadVia(t *testing.T, url string, n int, socket string) *load {
+	t.Helper()
 	l := &load{out: newOutcomes(), stop: make(chan struct{})}
 	for i := 0; i < n; i++ {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+			tr := &http.Transport{MaxIdleConnsPerHost: 1}
+			if socket != "" {
+				tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+					var d net.Dialer
+					return d.DialContext(ctx, "unix", socket)
+				}
+			}
+			c := &http.Client{Timeout: 30 * time.Second, Transport: tr}
 			defer c.CloseIdleConnections()
 			for {
 				select {

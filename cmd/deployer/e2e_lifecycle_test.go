@@ -279,6 +279,7 @@ func waitHeld(t *testing.T, held <-chan slowResult, notAnswered string) {
 // healthy yet) left v2's process running, no one's: the state file did not
 // list it. The next daemon stops it, and v1, adopted, serves on, as after a
 // failed swap. The swap's client, cut off, says the outcome is unknown.
+// Clients on current.sock, as nginx is, see no failure throughout.
 func TestCrashDuringSwapStopsNewVersion(t *testing.T) {
 	e := newEnv(t)
 	e.basicConfig("")
@@ -288,6 +289,7 @@ func TestCrashDuringSwapStopsNewVersion(t *testing.T) {
 	e.start()
 	v1 := e.instance("web", 0).PID
 	t.Cleanup(func() { syscall.Kill(v1, syscall.SIGKILL) }) // adopted: not the last daemon's child
+	l := startLoadVia(t, "http://web/", 8, filepath.Join(e.dir, "run", "web", "current.sock"))
 
 	swap := exec.Command(deployerBin, "-c", e.config, "swap", "web", "v2", "--json")
 	var out bytes.Buffer
@@ -339,6 +341,17 @@ func TestCrashDuringSwapStopsNewVersion(t *testing.T) {
 	if !strings.Contains(e.logs.String(), "did not finish") {
 		t.Errorf("the takeover did not say it stopped an unfinished launch:\n%s", e.logs.String())
 	}
+	out2 := l.finish()
+	t.Logf("on current.sock across the crash and the takeover: %s", out2)
+	if out2.failures() != 0 || out2.counts["2xx"] == 0 {
+		t.Errorf("clients on current.sock: %s; want 2xx only", out2)
+	}
+	l.versions.Range(func(v, _ any) bool {
+		if v != "v1" {
+			t.Errorf("version %s answered on current.sock; only v1 serves", v)
+		}
+		return true
+	})
 }
 
 // gone reports whether pid has exited: no such process, or a zombie whose
