@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/deployer/deployer/proxy/internal/rawio"
 	"github.com/deployer/deployer/proxy/internal/syntax"
 )
 
@@ -437,6 +438,11 @@ func (w *response) finish() bool {
 		w.closeAfter = true
 	}
 	if w.werr == nil {
+		if w.c.bw.Buffered() > 0 {
+			// The response's last bytes go out with the others of
+			// this scheduling round (see rawio.Yield).
+			rawio.Yield()
+		}
 		if err := w.c.bw.Flush(); err != nil {
 			w.fail(err)
 		}

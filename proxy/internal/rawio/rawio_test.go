@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"syscall"
 	"testing"
@@ -353,4 +354,52 @@ func TestWriteReadErrors(t *testing.T) {
 			t.Fatalf("WriteRead answered by a close = %d, %v; want io.EOF", nr, err)
 		}
 	})
+}
+
+// pending is how many bytes wait unread on nc's socket, without reading
+// them.
+func pending(t testing.TB, nc net.Conn) int {
+	t.Helper()
+	rc, err := nc.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var rerr error
+	buf := make([]byte, 4096)
+	if err := rc.Control(func(fd uintptr) {
+		n, _, rerr = syscall.Recvfrom(int(fd), buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if errors.Is(rerr, syscall.EAGAIN) {
+		return 0
+	}
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	return n
+}
+
+// TestWriteReadYields: on one thread, a goroutine that is ready to run
+// when WriteRead begins runs before the request is written (see Yield).
+func TestWriteReadYields(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	cl, sv := pair(t, "unix")
+	c := wrapRequest(cl)
+	seen := make(chan int, 1)
+	go func() {
+		// Ready, not running, when WriteRead starts: the only thread
+		// is the test's.
+		seen <- pending(t, sv)
+		echoServer(sv)
+	}()
+	q := []byte("GET / HTTP/1.1\r\n\r\n")
+	p := make([]byte, 64)
+	if _, nr, err := c.WriteRead(q, p); err != nil || string(p[:nr]) != string(q) {
+		t.Fatalf("WriteRead: %q, %v", p[:nr], err)
+	}
+	if n := <-seen; n != 0 {
+		t.Errorf("the goroutine ready before WriteRead found %d bytes of the request already written, want 0: WriteRead did not yield first", n)
+	}
 }
