@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deployer/deployer/internal/testsock"
 )
 
 // pair returns two connected sockets of network ("tcp" or "unix").
@@ -356,31 +358,6 @@ func TestWriteReadErrors(t *testing.T) {
 	})
 }
 
-// pending is how many bytes wait unread on nc's socket, without reading
-// them.
-func pending(t testing.TB, nc net.Conn) int {
-	t.Helper()
-	rc, err := nc.(syscall.Conn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int
-	var rerr error
-	buf := make([]byte, 4096)
-	if err := rc.Control(func(fd uintptr) {
-		n, _, rerr = syscall.Recvfrom(int(fd), buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if errors.Is(rerr, syscall.EAGAIN) {
-		return 0
-	}
-	if rerr != nil {
-		t.Fatal(rerr)
-	}
-	return n
-}
-
 // TestWriteReadYields: on one thread, a goroutine that is ready to run
 // when WriteRead begins runs before the request is written (see Yield).
 func TestWriteReadYields(t *testing.T) {
@@ -391,7 +368,11 @@ func TestWriteReadYields(t *testing.T) {
 	go func() {
 		// Ready, not running, when WriteRead starts: the only thread
 		// is the test's.
-		seen <- pending(t, sv)
+		n, err := testsock.Unread(sv)
+		if err != nil {
+			t.Error(err)
+		}
+		seen <- n
 		echoServer(sv)
 	}()
 	q := []byte("GET / HTTP/1.1\r\n\r\n")
